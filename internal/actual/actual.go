@@ -1,0 +1,236 @@
+package actual
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+// Git is what Observe needs of the git cache: read-only questions.
+type Git interface {
+	Resolve(ctx context.Context, ref string) (sha string, kind gitcache.Kind, err error)
+	HasCommit(sha string) bool
+	LsRemote(ctx context.Context, branch string) (string, error)
+}
+
+// State is what is on the host.
+type State struct {
+	Root          string
+	RootExists    bool
+	Link          Link
+	Host          *record.Host // nil before the first switch
+	HostProblem   string       // the host record exists but can't be read
+	Releases      []Release    // sorted oldest first
+	Strays        []string     // entries under releases/ that are not releases
+	Commit        Commit
+	MissingShared []string // shared.files absent under <root>/shared
+}
+
+// Link is the observed link.
+type Link struct {
+	Path     string
+	Exists   bool   // something is at Path
+	Target   string // what the symlink holds, as written
+	Release  string // the release it points at, when it points at one on disk
+	Dangling bool   // a symlink whose target does not exist
+	Problem  string // set when Path is not a symlink into releases/
+}
+
+// Release is one entry of releases/.
+type Release struct {
+	Name    string
+	Record  *record.Release // nil when Problem is set
+	Problem string          // no record, or an unreadable one
+}
+
+// Complete reports whether the release is recorded complete.
+func (r Release) Complete() bool { return r.Record != nil && r.Record.State == record.Complete }
+
+// Commit is what the desired ref resolves to.
+type Commit struct {
+	Ref     string
+	SHA     string        // full SHA; "" when it can't be known without a fetch
+	Kind    gitcache.Kind // "" when unknown
+	InCache bool          // the cache holds SHA
+	Why     string        // why a fetch is needed, when it is
+}
+
+// Release returns the release called name, or nil.
+func (s *State) Release(name string) *Release {
+	for i := range s.Releases {
+		if s.Releases[i].Name == name {
+			return &s.Releases[i]
+		}
+	}
+	return nil
+}
+
+// Observe reads the host under d.Root. It never writes. With a nil git it
+// leaves Commit empty and asks neither the cache nor the remote.
+func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
+	l := layout.New(d.Root, d.Link)
+	s := &State{Root: d.Root}
+	fi, err := os.Stat(d.Root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("observe %s: %w", d.Root, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("observe: root %s is not a directory", d.Root)
+	default:
+		s.RootExists = true
+	}
+	if s.RootExists {
+		if err := observeReleases(l, s); err != nil {
+			return nil, err
+		}
+		if err := observeLink(l, s); err != nil {
+			return nil, err
+		}
+		h, err := record.ReadHost(l.HostFile())
+		if err != nil {
+			s.HostProblem = err.Error()
+		}
+		s.Host = h
+	}
+	for _, f := range d.Shared.Files {
+		if _, err := os.Stat(filepath.Join(l.SharedDir(), f)); err != nil {
+			s.MissingShared = append(s.MissingShared, f)
+		}
+	}
+	if git == nil {
+		return s, nil // status: the host only, no questions to git
+	}
+	c, err := observeCommit(ctx, d.Source.Commit, git)
+	if err != nil {
+		return nil, err
+	}
+	s.Commit = c
+	return s, nil
+}
+
+func observeReleases(l layout.Layout, s *State) error {
+	entries, err := os.ReadDir(l.ReleasesDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("observe releases: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !layout.IsReleaseName(name) {
+			s.Strays = append(s.Strays, name)
+			continue
+		}
+		r := Release{Name: name}
+		rec, err := record.ReadRelease(l.RecordFile(name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			r.Problem = "no record"
+		case err != nil:
+			r.Problem = "unreadable record: " + err.Error()
+		case rec.Name != name:
+			r.Problem = fmt.Sprintf("record names another release (%s)", rec.Name)
+		default:
+			r.Record = rec
+		}
+		s.Releases = append(s.Releases, r)
+	}
+	// Names start with the UTC creation time, so name order is age order.
+	sort.Slice(s.Releases, func(i, j int) bool { return s.Releases[i].Name < s.Releases[j].Name })
+	return nil
+}
+
+func observeLink(l layout.Layout, s *State) error {
+	lk := Link{Path: l.LinkPath()}
+	fi, err := os.Lstat(lk.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		s.Link = lk
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("observe link: %w", err)
+	}
+	lk.Exists = true
+	if fi.Mode()&os.ModeSymlink == 0 {
+		kind := "a file"
+		if fi.IsDir() {
+			kind = "a directory"
+		}
+		lk.Problem = fmt.Sprintf("%s is %s, not a symlink", lk.Path, kind)
+		s.Link = lk
+		return nil
+	}
+	target, err := os.Readlink(lk.Path)
+	if err != nil {
+		return fmt.Errorf("observe link: %w", err)
+	}
+	lk.Target = target
+	abs := target
+	if !filepath.IsAbs(abs) {
+		abs = filepath.Join(l.Root, target)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		lk.Dangling = true
+	}
+	rel, err := filepath.Rel(l.ReleasesDir(), filepath.Clean(abs))
+	switch {
+	case err != nil || strings.HasPrefix(rel, "..") || strings.Contains(rel, "/") || rel == ".":
+		lk.Problem = fmt.Sprintf("%s points at %s, outside %s", lk.Path, target, l.ReleasesDir())
+	case !lk.Dangling:
+		lk.Release = rel
+	}
+	s.Link = lk
+	return nil
+}
+
+func observeCommit(ctx context.Context, ref string, git Git) (Commit, error) {
+	c := Commit{Ref: ref}
+	sha, kind, err := git.Resolve(ctx, ref)
+	switch {
+	case errors.Is(err, gitcache.ErrNotFound):
+		c.Why = fmt.Sprintf("%s is not in the cache", ref)
+		if desired.IsFullHash(ref) {
+			c.SHA = ref
+		}
+		return c, nil
+	case err != nil:
+		return c, fmt.Errorf("observe commit %s: %w", ref, err)
+	}
+	c.SHA, c.Kind, c.InCache = sha, kind, true
+	if kind != gitcache.KindBranch {
+		return c, nil
+	}
+	// A branch moves: ask the remote where it points now. This reads the
+	// remote's refs only; nothing is fetched or written.
+	remote, err := git.LsRemote(ctx, ref)
+	if err != nil {
+		return c, fmt.Errorf("observe branch %s: %w", ref, err)
+	}
+	if remote != sha {
+		c.SHA = remote
+		c.InCache = git.HasCommit(remote)
+		if !c.InCache {
+			c.Why = fmt.Sprintf("branch %s moved to %s", ref, short(remote))
+		}
+	}
+	return c, nil
+}
+
+func short(sha string) string {
+	if len(sha) > 8 {
+		return sha[:8]
+	}
+	return sha
+}

@@ -1,0 +1,63 @@
+package apply
+
+import (
+	"errors"
+
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/lock"
+)
+
+// Kind says what a caller should do about a failed apply.
+type Kind string
+
+const (
+	// NeedsPerson: trying again with the same desired state will fail the
+	// same way (a failed build, a bad host state, a missing commit).
+	NeedsPerson Kind = "needs-person"
+	// RetryLater: the cause may pass (the remote did not answer, the lock
+	// is held).
+	RetryLater Kind = "retry-later"
+)
+
+// Error is a failed apply.
+type Error struct {
+	Kind Kind
+	Step string // the step that failed, "" when none ran
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Step == "" {
+		return e.Err.Error()
+	}
+	return e.Step + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// BlockedError is returned when the target failed before and --retry was
+// not given.
+type BlockedError struct {
+	Release, Step, Msg string
+}
+
+func (e *BlockedError) Error() string {
+	return "target release " + e.Release + " failed before at step " + e.Step + "; not retrying (apply --retry to try again, or change source.commit or the build)"
+}
+
+func classify(step string, err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	kind := NeedsPerson
+	var held *lock.HeldError
+	var ge *gitcache.Error
+	switch {
+	case errors.As(err, &held):
+		kind = RetryLater
+	case errors.As(err, &ge) && ge.Transient:
+		kind = RetryLater
+	}
+	return &Error{Kind: kind, Step: step, Err: err}
+}

@@ -1,0 +1,367 @@
+// Package cli is the reconciler's command line: flags and wiring only. Main
+// alone prints errors and picks the exit code.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/reconciler-dev/reconciler/internal/actual"
+	"github.com/reconciler-dev/reconciler/internal/apply"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/history"
+	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/runner"
+	"github.com/reconciler-dev/reconciler/internal/status"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitError   = 1
+	ExitChanges = 2 // plan --detailed-exitcode: changes pending
+)
+
+// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
+var Version = ""
+
+// exitError carries an exit code through cobra without an error message
+// of its own (the command already printed what it had to say).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// Main runs the command line with args (without the program name) and
+// returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := New(stdout, stderr)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			printErr(stderr, ee.err)
+		}
+		return ee.code
+	}
+	printErr(stderr, err)
+	return ExitError
+}
+
+func printErr(w io.Writer, err error) {
+	if fes := desired.Errors(err); len(fes) > 0 {
+		for _, fe := range fes {
+			fmt.Fprintf(w, "error: %s\n", fe)
+		}
+		return
+	}
+	fmt.Fprintf(w, "error: %s\n", err)
+}
+
+type globals struct {
+	file     string
+	logLevel string
+	stdout   io.Writer
+	stderr   io.Writer
+}
+
+// New builds the command tree.
+func New(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "reconciler",
+		Short:         "Deploy applications to hosts declaratively from desired.yaml",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringVarP(&g.file, "file", "f", "desired.yaml", "the desired state file")
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
+	root.AddCommand(
+		validateCmd(g), planCmd(g), applyCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
+	)
+	return root
+}
+
+func (g *globals) logger() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(g.logLevel)
+	if err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(g.stderr), lvl)
+	return zap.New(core), nil
+}
+
+func (g *globals) load() (*desired.State, error) {
+	return desired.Load(g.file)
+}
+
+func cache(d *desired.State) *gitcache.Cache {
+	l := layout.New(d.Root, d.Link)
+	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir()}
+}
+
+func validateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate",
+		Short: "Check desired.yaml and report every problem",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s: valid (app %s, root %s, %d build steps, %d services)\n", g.file, d.App, d.Root, len(d.Build), len(d.Services))
+			return nil
+		},
+	}
+}
+
+func planCmd(g *globals) *cobra.Command {
+	var asJSON, detailed, retry bool
+	cmd := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what apply would do; changes nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			a, err := actual.Observe(cmd.Context(), d, cache(d))
+			if err != nil {
+				return err
+			}
+			p, err := plan.Make(d, a, plan.Options{Retry: retry})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = plan.RenderJSON(g.stdout, p)
+			} else {
+				err = plan.RenderText(g.stdout, p)
+			}
+			if err != nil {
+				return err
+			}
+			switch {
+			case !detailed:
+				return nil
+			case p.Blocked != nil:
+				return &exitError{code: ExitError}
+			case p.Changes():
+				return &exitError{code: ExitChanges}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when there are no changes, 2 when there are, 1 on error")
+	cmd.Flags().BoolVar(&retry, "retry", false, "plan as apply --retry would")
+	return cmd
+}
+
+func applyCmd(g *globals) *cobra.Command {
+	var (
+		asJSON, retry bool
+		lockTimeout   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Reconcile the host with desired.yaml",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if lockTimeout < 0 {
+				return fmt.Errorf("--lock-timeout must not be negative, got %s", lockTimeout)
+			}
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			var out io.Writer = g.stdout
+			if asJSON {
+				out = g.stderr // progress for people; stdout stays one JSON document
+			}
+			res, err := apply.Apply(cmd.Context(), apply.Options{
+				Desired:     d,
+				Git:         cache(d),
+				Runner:      &runner.Runner{Log: log.Named("run")},
+				Log:         log.Named("apply"),
+				Out:         out,
+				Retry:       retry,
+				LockTimeout: lockTimeout,
+				Trigger:     "cli",
+				Env:         os.Environ(),
+			})
+			if asJSON && res != nil {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				if jerr := enc.Encode(res); jerr != nil && err == nil {
+					err = jerr
+				}
+			}
+			if err != nil {
+				return &exitError{code: ExitError, err: fmt.Errorf("apply failed: %w", err)}
+			}
+			if !asJSON {
+				switch res.Result {
+				case history.ResultNoop:
+				default:
+					fmt.Fprintf(g.stdout, "\nApply complete: %s -> releases/%s.\n", d.Link, res.Release)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON on stdout (progress goes to stderr)")
+	cmd.Flags().BoolVar(&retry, "retry", false, "build a target that failed before again, from the step that failed")
+	cmd.Flags().DurationVar(&lockTimeout, "lock-timeout", 0, "wait this long for another apply on the same root (default: fail at once)")
+	return cmd
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the linked release, the releases on disk and the last apply",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			a, err := actual.Observe(cmd.Context(), d, nil)
+			if err != nil {
+				return err
+			}
+			recs, _, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
+			if err != nil {
+				return err
+			}
+			r := status.Make(d, a, recs)
+			if asJSON {
+				return status.RenderJSON(g.stdout, r)
+			}
+			return status.RenderText(g.stdout, r)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
+	return cmd
+}
+
+func historyCmd(g *globals) *cobra.Command {
+	var (
+		asJSON bool
+		limit  int
+	)
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "Show past applies and their steps",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 {
+				return fmt.Errorf("--limit must not be negative, got %d", limit)
+			}
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			recs, skipped, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
+			if err != nil {
+				return err
+			}
+			if limit > 0 && len(recs) > limit {
+				recs = recs[len(recs)-limit:]
+			}
+			if asJSON {
+				if recs == nil {
+					recs = []history.Record{}
+				}
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(recs)
+			}
+			if len(recs) == 0 {
+				fmt.Fprintln(g.stdout, "No applies recorded yet.")
+			}
+			for _, r := range recs {
+				what := r.Step
+				if r.Kind == history.KindApply {
+					what = "APPLY"
+				}
+				commit := r.Commit
+				if len(commit) > 8 {
+					commit = commit[:8]
+				}
+				fmt.Fprintf(g.stdout, "%s  %-10s  %-7s  %-8s  %-30s  %7.2fs  %s\n", r.Time.UTC().Format(time.RFC3339), r.Result, r.Trigger, commit, r.Release, r.Duration, what)
+				if r.Error != "" {
+					fmt.Fprintf(g.stdout, "    %s\n", strings.ReplaceAll(strings.TrimSpace(r.Error), "\n", "\n    "))
+				}
+			}
+			if skipped > 0 {
+				fmt.Fprintf(g.stderr, "warning: %d unreadable history lines skipped\n", skipped)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as a JSON array")
+	cmd.Flags().IntVar(&limit, "limit", 0, "show only the last N records")
+	return cmd
+}
+
+func versionCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := Version
+			if v == "" {
+				v = "(devel)"
+				if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+					v = bi.Main.Version
+				}
+			}
+			fmt.Fprintf(g.stdout, "reconciler %s (desired.yaml version %d)\n", v, desired.Version)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,134 @@
+package desired
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// Version is the desired.yaml schema version this package understands.
+const Version = 1
+
+// Defaults applied when a field is absent.
+const (
+	DefaultLink         = "current"
+	DefaultKeep         = 5
+	DefaultStepTimeout  = 30 * time.Minute
+	DefaultActionTimeout = 5 * time.Minute
+)
+
+// State is a validated desired.yaml. Paths in it are clean; Root is absolute
+// when the file was loaded with Load.
+type State struct {
+	File     string // the desired file, as given to Parse
+	App      string
+	Root     string
+	Link     string
+	Keep     int
+	Source   Source
+	Shared   Shared
+	Env      []EnvVar // sorted by name
+	Build    []Step
+	Migrate  *Step // nil when there is no migration
+	Services []Service
+	Schedule string // cron spec; "" when absent
+}
+
+// Source says where the application's code comes from.
+type Source struct {
+	Repo   string // URL, scp-like address, or an absolute local path
+	Commit string // full or short SHA, tag or branch, as written
+	Path   string // subdirectory of the repository to deploy; "" for all
+	SSHKey string // absolute path of a private key; "" for none
+}
+
+// Shared lists the persistent paths under <root>/shared linked into every release.
+type Shared struct {
+	Dirs  []string
+	Files []string
+}
+
+// EnvVar is one entry of env:.
+type EnvVar struct {
+	Name, Value string
+}
+
+// Step is a build step or the migration: a shell command run with sh -c in
+// the release directory.
+type Step struct {
+	Name    string
+	Run     string
+	Timeout time.Duration
+}
+
+// Service managers.
+const (
+	ManagerCommand    = "command"
+	ManagerSupervisor = "supervisor"
+	ManagerSystemd    = "systemd"
+)
+
+// Service actions.
+const (
+	ActionRestart = "restart"
+	ActionReload  = "reload"
+)
+
+// Service is something acted on, in order, when the link moved.
+type Service struct {
+	Name    string
+	Manager string // ManagerCommand, ManagerSupervisor or ManagerSystemd
+	Action  string // ActionRestart or ActionReload
+	Restart string // command manager: shell command for restart
+	Reload  string // command manager: shell command for reload
+	Unit    string // systemd manager: the unit
+	Program string // supervisor manager: the program (or group:*)
+	// Supervisor optionally points supervisorctl at a config file or server URL.
+	Supervisor SupervisorConn
+	Timeout    time.Duration
+}
+
+// SupervisorConn says how supervisorctl reaches supervisord.
+type SupervisorConn struct {
+	Config    string
+	ServerURL string
+}
+
+// Fingerprint identifies what builds a release from a commit: the source
+// path, the shared paths, the environment, the build steps and the migration.
+// The same commit with a different fingerprint is a different release.
+// Timeouts are left out on purpose: they change how long a step may take, not
+// what it produces.
+func (s *State) Fingerprint() string {
+	type step struct{ Name, Run string }
+	v := struct {
+		Path    string
+		Shared  Shared
+		Env     []EnvVar
+		Build   []step
+		Migrate *step
+	}{Path: s.Source.Path, Shared: s.Shared, Env: s.Env}
+	for _, b := range s.Build {
+		v.Build = append(v.Build, step{b.Name, b.Run})
+	}
+	if s.Migrate != nil {
+		v.Migrate = &step{s.Migrate.Name, s.Migrate.Run}
+	}
+	return hashJSON(v)
+}
+
+// Fingerprint identifies one step by its name and command, so a resumed
+// release can check that the steps it recorded are the steps it would run.
+func (st Step) Fingerprint() string {
+	return hashJSON(struct{ Name, Run string }{st.Name, st.Run})
+}
+
+func hashJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only plain strings and slices: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:6])
+}

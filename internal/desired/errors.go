@@ -1,0 +1,70 @@
+package desired
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// FieldError is one problem in a desired file, with its position.
+type FieldError struct {
+	File   string
+	Line   int
+	Column int
+	Field  string // path such as "build[1].timeout"; "" for the whole file
+	Msg    string
+	Err    error // the underlying error, when there is one
+}
+
+func (e *FieldError) Error() string {
+	pos := fmt.Sprintf("%s:%d:%d", e.File, e.Line, e.Column)
+	if e.Field == "" {
+		return pos + ": " + e.Msg
+	}
+	return pos + ": " + e.Field + ": " + e.Msg
+}
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+// Errors returns the field errors inside err, in file order.
+func Errors(err error) []*FieldError {
+	var out []*FieldError
+	var walk func(error)
+	walk = func(err error) {
+		var fe *FieldError
+		if errors.As(err, &fe) && fe == err {
+			out = append(out, fe)
+			return
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		if errors.As(err, &fe) {
+			out = append(out, fe)
+		}
+	}
+	if err != nil {
+		walk(err)
+	}
+	return out
+}
+
+func joinSorted(errs []*FieldError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(errs, func(i, j int) bool {
+		if errs[i].Line != errs[j].Line {
+			return errs[i].Line < errs[j].Line
+		}
+		return errs[i].Column < errs[j].Column
+	})
+	list := make([]error, len(errs))
+	for i, e := range errs {
+		list[i] = e
+	}
+	return errors.Join(list...)
+}

@@ -1,0 +1,76 @@
+// Package layout names the paths the reconciler owns under a root, so that
+// every path is derived in one place and release names never come from input.
+package layout
+
+import (
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// Layout is the on-host layout under one root.
+type Layout struct {
+	Root string // absolute
+	Link string // plain name of the link, e.g. "current"
+}
+
+// New returns the layout for root and link. Both come validated from
+// package desired.
+func New(root, link string) Layout { return Layout{Root: root, Link: link} }
+
+func (l Layout) LinkPath() string    { return filepath.Join(l.Root, l.Link) }
+func (l Layout) ReleasesDir() string { return filepath.Join(l.Root, "releases") }
+func (l Layout) SharedDir() string   { return filepath.Join(l.Root, "shared") }
+func (l Layout) RepoDir() string     { return filepath.Join(l.Root, "repo") }
+func (l Layout) StateDir() string    { return filepath.Join(l.Root, ".reconciler") }
+func (l Layout) TmpDir() string      { return filepath.Join(l.StateDir(), "tmp") }
+func (l Layout) LockFile() string    { return filepath.Join(l.StateDir(), "lock") }
+func (l Layout) HistoryFile() string { return filepath.Join(l.StateDir(), "history.jsonl") }
+func (l Layout) HostFile() string    { return filepath.Join(l.StateDir(), "host.json") }
+
+// ReleaseDir is the directory of the release called name.
+func (l Layout) ReleaseDir(name string) string { return filepath.Join(l.ReleasesDir(), name) }
+
+// RecordDir holds a release's record and step logs, inside the release so
+// that a release and its record come and go together.
+func (l Layout) RecordDir(name string) string {
+	return filepath.Join(l.ReleaseDir(name), RecordDirName)
+}
+
+// RecordFile is the release's record.
+func (l Layout) RecordFile(name string) string {
+	return filepath.Join(l.RecordDir(name), "release.json")
+}
+
+// StepLog is where the full output of a release's step is kept.
+func (l Layout) StepLog(name, step string) string {
+	return filepath.Join(l.RecordDir(name), "logs", step+".log")
+}
+
+// LinkTarget is what the link holds for a release: relative, so the root can
+// move.
+func LinkTarget(name string) string { return filepath.Join("releases", name) }
+
+// RecordDirName is the folder inside each release that holds its record.
+const RecordDirName = ".reconciler"
+
+var releaseNameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$`)
+
+// ReleaseName makes the name of a new release of commit created at t. A
+// release name is only ever made here; n > 0 disambiguates two releases made
+// in the same second.
+func ReleaseName(t time.Time, commit string, n int) string {
+	prefix := commit
+	if len(prefix) > 8 {
+		prefix = prefix[:8]
+	}
+	name := t.UTC().Format("20060102T150405Z") + "-" + prefix
+	if n > 0 {
+		name += fmt.Sprintf("-%d", n)
+	}
+	return name
+}
+
+// IsReleaseName reports whether name has the form ReleaseName makes.
+func IsReleaseName(name string) bool { return releaseNameRE.MatchString(name) }

@@ -1,0 +1,226 @@
+// Package runner is the one place the reconciler runs external commands:
+// it applies the timeout, kills the whole process group when it expires,
+// streams the output live and to a log, and wraps a failure with the tail
+// of what the command printed.
+package runner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Command is one shell command to run.
+type Command struct {
+	Name    string // for logs and errors: "build venv", "restart web"
+	Script  string // run with sh -c
+	Dir     string
+	Env     []string // the whole environment of the command
+	Timeout time.Duration
+	Output  io.Writer // receives stdout and stderr interleaved; may be nil
+}
+
+// Runner runs commands.
+type Runner struct {
+	Log *zap.Logger
+	// KillGrace is how long a command has after SIGTERM before SIGKILL.
+	KillGrace time.Duration
+}
+
+// Error is a command that failed: it exited non-zero, was killed by a
+// signal, or timed out.
+type Error struct {
+	Name     string
+	ExitCode int // -1 when killed by a signal or timed out
+	TimedOut bool
+	Signal   string
+	Tail     string // the last lines the command printed
+	Err      error
+}
+
+func (e *Error) Error() string {
+	var what string
+	switch {
+	case e.TimedOut:
+		what = "timed out"
+	case e.Signal != "":
+		what = "killed by signal " + e.Signal
+	case e.ExitCode >= 0:
+		what = fmt.Sprintf("exited with status %d", e.ExitCode)
+	default:
+		what = e.Err.Error()
+	}
+	if e.Tail == "" {
+		return e.Name + ": " + what
+	}
+	return e.Name + ": " + what + "; last output:\n" + e.Tail
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// tailLines is how many lines of output a failure carries.
+const tailLines = 20
+
+// Run runs c and waits for it. The command and its children get their own
+// process group, so a timeout or a cancelled ctx kills them all: a build
+// that forked a daemon must not outlive its step.
+func (r *Runner) Run(ctx context.Context, c Command) error {
+	log := r.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if c.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		defer cancel()
+	}
+	cmd := exec.Command("/bin/sh", "-c", c.Script)
+	cmd.Dir = c.Dir
+	cmd.Env = c.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	tail := &tailBuffer{max: tailLines}
+	var out io.Writer = tail
+	if c.Output != nil {
+		out = io.MultiWriter(c.Output, tail)
+	}
+	// One writer for both streams keeps their lines in the order printed.
+	sw := &syncWriter{w: out}
+	cmd.Stdout, cmd.Stderr = sw, sw
+	start := time.Now()
+	log.Debug("command start", zap.String("command", c.Name), zap.String("dir", c.Dir))
+	if err := cmd.Start(); err != nil {
+		return &Error{Name: c.Name, ExitCode: -1, Err: err}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		grace := r.KillGrace
+		if grace == 0 {
+			grace = 5 * time.Second
+		}
+		select {
+		case err = <-done:
+		case <-time.After(grace):
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			err = <-done
+		}
+		// Children that ignored SIGTERM and outlived the shell still
+		// hold the group; SIGKILL reaches them.
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		e := &Error{Name: c.Name, ExitCode: -1, Tail: tail.String(), Err: ctx.Err()}
+		e.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
+		log.Info("command stopped", zap.String("command", c.Name), zap.Duration("elapsed", time.Since(start)), zap.Bool("timed_out", e.TimedOut))
+		return e
+	}
+	elapsed := time.Since(start)
+	if err == nil {
+		log.Debug("command done", zap.String("command", c.Name), zap.Duration("elapsed", elapsed))
+		return nil
+	}
+	e := &Error{Name: c.Name, ExitCode: -1, Tail: tail.String(), Err: err}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			e.Signal = ws.Signal().String()
+		} else {
+			e.ExitCode = ee.ExitCode()
+		}
+	}
+	log.Info("command failed", zap.String("command", c.Name), zap.Duration("elapsed", elapsed), zap.Int("exit_code", e.ExitCode))
+	return e
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// tailBuffer keeps the last max lines written to it.
+type tailBuffer struct {
+	max   int
+	lines []string
+	part  bytes.Buffer
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	for _, b := range p {
+		if b == '\n' {
+			t.push(t.part.String())
+			t.part.Reset()
+			continue
+		}
+		if t.part.Len() < 4096 {
+			t.part.WriteByte(b)
+		}
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) push(line string) {
+	t.lines = append(t.lines, line)
+	if len(t.lines) > t.max {
+		t.lines = t.lines[len(t.lines)-t.max:]
+	}
+}
+
+func (t *tailBuffer) String() string {
+	lines := t.lines
+	if t.part.Len() > 0 {
+		lines = append(append([]string{}, lines...), t.part.String())
+	}
+	return strings.Join(lines, "\n")
+}
+
+// PrefixWriter prefixes each line written to it, for live output such as
+// "  venv | Collecting django".
+type PrefixWriter struct {
+	W      io.Writer
+	Prefix string
+	mid    bool
+}
+
+func (p *PrefixWriter) Write(b []byte) (int, error) {
+	var out bytes.Buffer
+	for _, c := range b {
+		if !p.mid {
+			out.WriteString(p.Prefix)
+			p.mid = true
+		}
+		out.WriteByte(c)
+		if c == '\n' {
+			p.mid = false
+		}
+	}
+	if _, err := p.W.Write(out.Bytes()); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// Flush ends an unterminated last line.
+func (p *PrefixWriter) Flush() {
+	if p.mid {
+		p.W.Write([]byte("\n"))
+		p.mid = false
+	}
+}

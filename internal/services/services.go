@@ -1,0 +1,53 @@
+// Package services turns a service of desired.yaml into the command that
+// restarts or reloads it under its manager: systemd, supervisor, or the
+// user's own commands.
+package services
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+)
+
+// Script returns the shell command that performs the service's action.
+func Script(s desired.Service) (string, error) {
+	switch s.Manager {
+	case desired.ManagerCommand:
+		if s.Action == desired.ActionReload {
+			return s.Reload, nil
+		}
+		return s.Restart, nil
+	case desired.ManagerSystemd:
+		return "systemctl " + s.Action + " " + Quote(s.Unit), nil
+	case desired.ManagerSupervisor:
+		args := []string{"supervisorctl"}
+		if s.Supervisor.Config != "" {
+			args = append(args, "-c", Quote(s.Supervisor.Config))
+		}
+		if s.Supervisor.ServerURL != "" {
+			args = append(args, "-s", Quote(s.Supervisor.ServerURL))
+		}
+		// supervisorctl has no reload of one program; "signal HUP" is
+		// what a graceful reload of gunicorn or puma needs.
+		if s.Action == desired.ActionReload {
+			args = append(args, "signal", "HUP", Quote(s.Program))
+		} else {
+			args = append(args, "restart", Quote(s.Program))
+		}
+		// supervisorctl exits 0 on some failures and prints ERROR; make
+		// those fail the action.
+		return fmt.Sprintf("out=$(%s 2>&1); st=$?; printf '%%s\\n' \"$out\"; case \"$out\" in *ERROR*|*FATAL*) exit 1;; esac; exit $st", strings.Join(args, " ")), nil
+	}
+	return "", fmt.Errorf("service %s: unknown manager %q", s.Name, s.Manager)
+}
+
+// Quote quotes s for sh.
+func Quote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%_-+=:,./", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

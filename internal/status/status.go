@@ -1,0 +1,174 @@
+// Package status summarises a host for people and machines: what the link
+// points at and since when, the releases on disk and their state, and the
+// last apply.
+package status
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/actual"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/history"
+)
+
+// Report is the status of one host.
+type Report struct {
+	App          string          `json:"app"`
+	Root         string          `json:"root"`
+	Link         string          `json:"link"`
+	Linked       string          `json:"linked,omitempty"`
+	LinkedCommit string          `json:"linked_commit,omitempty"`
+	SwitchedAt   *time.Time      `json:"switched_at,omitempty"`
+	Previous     string          `json:"previous,omitempty"`
+	LinkProblem  string          `json:"link_problem,omitempty"`
+	Releases     []Release       `json:"releases"`
+	LastApply    *history.Record `json:"last_apply,omitempty"`
+	Warnings     []string        `json:"warnings,omitempty"`
+}
+
+// Release is one release on disk.
+type Release struct {
+	Name        string     `json:"name"`
+	Commit      string     `json:"commit,omitempty"`
+	Fingerprint string     `json:"fingerprint,omitempty"`
+	State       string     `json:"state"`
+	Created     *time.Time `json:"created,omitempty"`
+	Linked      bool       `json:"linked,omitempty"`
+	Previous    bool       `json:"previous,omitempty"`
+	FailedStep  string     `json:"failed_step,omitempty"`
+	Error       string     `json:"error,omitempty"`
+}
+
+// Make builds the report from an observed host and its history.
+func Make(d *desired.State, a *actual.State, recs []history.Record) *Report {
+	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: history.LastApply(recs)}
+	switch {
+	case a.Link.Problem != "":
+		r.LinkProblem = a.Link.Problem
+	case a.Link.Dangling:
+		r.LinkProblem = fmt.Sprintf("%s is dangling (%s)", a.Link.Path, a.Link.Target)
+	case !a.Link.Exists && a.RootExists:
+		r.LinkProblem = fmt.Sprintf("%s does not exist", a.Link.Path)
+	}
+	if a.Host != nil {
+		if a.Host.Linked == a.Link.Release {
+			t := a.Host.SwitchedAt
+			r.SwitchedAt = &t
+			r.Previous = a.Host.Previous
+		} else {
+			r.Previous = a.Host.Linked
+			r.Warnings = append(r.Warnings, fmt.Sprintf("the link points at %s but the last switch recorded was to %s: moved by hand?", orNothing(a.Link.Release), a.Host.Linked))
+		}
+	}
+	if a.HostProblem != "" {
+		r.Warnings = append(r.Warnings, "host record: "+a.HostProblem)
+	}
+	for _, s := range a.Strays {
+		r.Warnings = append(r.Warnings, "releases/"+s+" is not a release")
+	}
+	for _, rel := range a.Releases {
+		x := Release{Name: rel.Name, Linked: rel.Name == r.Linked, Previous: rel.Name == r.Previous && r.Previous != ""}
+		if rel.Record == nil {
+			x.State = "unknown"
+			x.Error = rel.Problem
+		} else {
+			c := rel.Record.Created
+			x.Commit, x.Fingerprint, x.State, x.Created = rel.Record.Commit, rel.Record.Fingerprint, rel.Record.State, &c
+			if f := rel.Record.Failure; f != nil {
+				x.FailedStep, x.Error = f.Step, f.Error
+			}
+		}
+		if x.Linked {
+			r.LinkedCommit = x.Commit
+		}
+		r.Releases = append(r.Releases, x)
+	}
+	return r
+}
+
+func orNothing(s string) string {
+	if s == "" {
+		return "nothing"
+	}
+	return s
+}
+
+// RenderText writes the report for people.
+func RenderText(w io.Writer, r *Report) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "app %s at %s\n", r.App, r.Root)
+	if r.Linked != "" {
+		fmt.Fprintf(&b, "%s -> releases/%s (commit %s)", r.Link, r.Linked, r.LinkedCommit)
+		if r.SwitchedAt != nil {
+			fmt.Fprintf(&b, ", switched %s", r.SwitchedAt.UTC().Format(time.RFC3339))
+		}
+		b.WriteString("\n")
+	} else if r.LinkProblem == "" {
+		fmt.Fprintf(&b, "%s: not deployed yet\n", r.Link)
+	}
+	if r.LinkProblem != "" {
+		fmt.Fprintf(&b, "problem: %s\n", r.LinkProblem)
+	}
+	if r.Previous != "" {
+		fmt.Fprintf(&b, "previous (rollback target): %s\n", r.Previous)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	if len(r.Releases) > 0 {
+		b.WriteString("\nreleases:\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, x := range r.Releases {
+			mark := " "
+			if x.Linked {
+				mark = "*"
+			}
+			commit := x.Commit
+			if len(commit) > 12 {
+				commit = commit[:12]
+			}
+			extra := ""
+			if x.Previous {
+				extra = "previous"
+			}
+			if x.FailedStep != "" {
+				extra = "failed at " + x.FailedStep + ": " + firstLine(x.Error)
+			} else if x.Error != "" {
+				extra = x.Error
+			}
+			fmt.Fprintf(tw, "  %s %s\t%s\t%s\t%s\n", mark, x.Name, commit, x.State, extra)
+		}
+		tw.Flush()
+	}
+	if a := r.LastApply; a != nil {
+		fmt.Fprintf(&b, "\nlast apply: %s at %s (%.2fs", a.Result, a.Time.UTC().Format(time.RFC3339), a.Duration)
+		if a.Trigger != "" {
+			fmt.Fprintf(&b, ", trigger %s", a.Trigger)
+		}
+		b.WriteString(")\n")
+		if a.Error != "" {
+			fmt.Fprintf(&b, "  %s\n", firstLine(a.Error))
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// RenderJSON writes the report as JSON.
+func RenderJSON(w io.Writer, r *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
