@@ -12,9 +12,9 @@ const Version = 1
 
 // Defaults applied when a field is absent.
 const (
-	DefaultLink         = "current"
-	DefaultKeep         = 5
-	DefaultStepTimeout  = 30 * time.Minute
+	DefaultLink          = "current"
+	DefaultKeep          = 5
+	DefaultStepTimeout   = 30 * time.Minute
 	DefaultActionTimeout = 5 * time.Minute
 )
 
