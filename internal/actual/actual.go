@@ -147,8 +147,15 @@ func observeReleases(l layout.Layout, s *State) error {
 		}
 		s.Releases = append(s.Releases, r)
 	}
-	// Names start with the UTC creation time, so name order is age order.
-	sort.Slice(s.Releases, func(i, j int) bool { return s.Releases[i].Name < s.Releases[j].Name })
+	// Oldest first. Names start with the creation time, but only to the
+	// second; the record's time orders releases made in the same second.
+	sort.SliceStable(s.Releases, func(i, j int) bool {
+		a, b := s.Releases[i], s.Releases[j]
+		if a.Record != nil && b.Record != nil && !a.Record.Created.Equal(b.Record.Created) {
+			return a.Record.Created.Before(b.Record.Created)
+		}
+		return a.Name < b.Name
+	})
 	return nil
 }
 

@@ -132,7 +132,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 		}
 		return e.res, classify("", err)
 	}
-	e.log.Info("apply done", zap.String("result", e.res.Result), zap.String("release", e.res.Release), zap.Duration("elapsed", opts.Now().Sub(start)))
+	e.log.Info("apply done", zap.String("result", e.res.Result), zap.Duration("elapsed", opts.Now().Sub(start)))
 	return e.res, nil
 }
 

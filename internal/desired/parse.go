@@ -256,6 +256,11 @@ func (p *parser) str(n *yaml.Node, path string) (string, bool) {
 }
 
 func (p *parser) int(n *yaml.Node, path string, lo, hi int) (int, bool) {
+	// Integers too large for int64 come back from yaml.v3 tagged !!float.
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!float" && intRE.MatchString(n.Value) {
+		p.fail(n, path, "must be between %d and %d, got %s", lo, hi, n.Value)
+		return 0, false
+	}
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
 		p.fail(n, path, "must be an integer, got %s", kindName(n))
 		return 0, false
@@ -309,6 +314,7 @@ func (p *parser) strList(n *yaml.Node, path string) ([]string, []*yaml.Node) {
 }
 
 var (
+	intRE     = regexp.MustCompile(`^[-+]?[0-9]+$`)
 	appRE     = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	stepRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)

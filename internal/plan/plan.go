@@ -2,7 +2,6 @@ package plan
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
@@ -377,17 +376,15 @@ func pruneSteps(d *desired.State, a *actual.State, target, previous string, swit
 			kept++
 		}
 	}
-	// Newest first: the oldest complete releases go.
-	sort.Slice(complete, func(i, j int) bool { return complete[i].Name > complete[j].Name })
+	// a.Releases is oldest first: keep the newest, prune the oldest.
 	var old []Step
-	for _, r := range complete {
+	for i := len(complete) - 1; i >= 0; i-- {
 		if kept < d.Keep {
 			kept++
 			continue
 		}
-		old = append(old, Step{Action: Prune, Release: r.Name, Reason: fmt.Sprintf("beyond keep: %d", d.Keep)})
+		old = append(old, Step{Action: Prune, Release: complete[i].Name, Reason: fmt.Sprintf("beyond keep: %d", d.Keep)})
 	}
-	// Oldest first in the plan.
 	for i := len(old) - 1; i >= 0; i-- {
 		out = append(out, old[i])
 	}

@@ -1,0 +1,328 @@
+package plan
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/actual"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+const (
+	shaA = "aaaaaaaa11111111111111111111111111111111"
+	shaB = "bbbbbbbb22222222222222222222222222222222"
+	shaC = "cccccccc33333333333333333333333333333333"
+)
+
+func desiredState(t *testing.T, commit string, keep int) *desired.State {
+	t.Helper()
+	src := `app: shop
+root: /srv/shop
+keep: ` + itoa(keep) + `
+source: {repo: /git/shop, commit: ` + commit + `}
+shared: {dirs: [media]}
+build:
+  - {name: venv, run: python3 -m venv venv}
+  - {name: static, run: venv/bin/python manage.py collectstatic --noinput}
+migrate: {run: venv/bin/python manage.py migrate}
+services:
+  - {name: web, manager: command, action: reload, reload: kill -HUP 1}
+  - {name: worker, manager: systemd, unit: shop-worker.service}
+`
+	d, err := desired.Parse(strings.NewReader(src), "/srv/desired.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func itoa(n int) string { return string(rune('0' + n)) }
+
+var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+
+// rel makes an observed release built from d with the given state.
+func rel(d *desired.State, name, commit, state string) actual.Release {
+	r := &record.Release{Name: name, App: d.App, Commit: commit, Fingerprint: d.Fingerprint(), State: state, Created: t0}
+	for _, st := range ReleaseSteps(d) {
+		if state == record.Complete {
+			r.Steps = append(r.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint(), Finished: t0})
+		}
+	}
+	return actual.Release{Name: name, Record: r}
+}
+
+func linkedTo(name string) actual.Link {
+	return actual.Link{Path: "/srv/shop/current", Exists: true, Target: "releases/" + name, Release: name}
+}
+
+func inCache(sha string) actual.Commit {
+	return actual.Commit{Ref: sha[:8], SHA: sha, Kind: gitcache.KindCommit, InCache: true}
+}
+
+func TestMakeGolden(t *testing.T) {
+	tests := []struct {
+		name  string
+		d     func(t *testing.T) *desired.State
+		a     func(d *desired.State) *actual.State
+		opts  Options
+		steps []Action
+	}{
+		{
+			name: "first_deploy",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, "main", 5) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, Commit: actual.Commit{Ref: "main", Why: "main is not in the cache"}}
+			},
+			steps: []Action{Fetch, Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service},
+		},
+		{
+			name: "converged",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
+					Commit:   inCache(shaB)}
+			},
+		},
+		{
+			name: "upgrade_prunes_beyond_keep_and_failed",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaC[:8], 2) },
+			a: func(d *desired.State) *actual.State {
+				failed := rel(d, "20261118T100000Z-dddddddd", "dddddddd44444444444444444444444444444444", record.Failed)
+				failed.Record.Failure = &record.Failure{Step: "venv", Error: "exit 1", At: t0}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host: &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{
+						rel(d, "20261117T100000Z-eeeeeeee", "eeeeeeee55555555555555555555555555555555", record.Complete),
+						failed,
+						rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete),
+						rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete),
+						{Name: "20261121T100000Z-ffffffff", Problem: "no record"},
+					},
+					Commit: inCache(shaC)}
+			},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Prune, Prune, Prune},
+		},
+		{
+			name: "rollback_to_kept_release",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaA[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
+					// The cache is gone: a rollback needs no git at all.
+					Commit: actual.Commit{Ref: shaA[:8], Why: "aaaaaaaa is not in the cache"}}
+			},
+			steps: []Action{Switch, Service, Service},
+		},
+		{
+			name: "resume_unfinished",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Building)
+				for _, st := range ReleaseSteps(d)[:3] { // export, shared, venv
+					b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
+				}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
+					Commit:   inCache(shaB)}
+			},
+			steps: []Action{Build, Migrate, Switch, Service, Service},
+		},
+		{
+			name: "failed_target_blocked",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
+				b.Record.Failure = &record.Failure{Step: "static", Error: "build static: exited with status 1; last output:\nImportError: no module named shop", At: t0}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
+					Commit:   inCache(shaB)}
+			},
+		},
+		{
+			name: "services_pending_after_interrupted_switch",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
+					Commit:   inCache(shaB)}
+			},
+			steps: []Action{Service, Service},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := tt.d(t)
+			a := tt.a(d)
+			p, err := Make(d, a, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Action
+			for _, s := range p.Steps {
+				got = append(got, s.Action)
+			}
+			if strings.Join(actions(got), " ") != strings.Join(actions(tt.steps), " ") {
+				t.Errorf("steps: got %v, want %v", got, tt.steps)
+			}
+			// Pure: the same inputs give the same plan, byte for byte.
+			p2, _ := Make(d, a, tt.opts)
+			var text, text2, js bytes.Buffer
+			RenderText(&text, p)
+			RenderText(&text2, p2)
+			if text.String() != text2.String() {
+				t.Error("Make is not deterministic")
+			}
+			RenderJSON(&js, p)
+			golden(t, tt.name+".txt", text.Bytes())
+			golden(t, tt.name+".json", js.Bytes())
+		})
+	}
+}
+
+func actions(a []Action) []string {
+	out := make([]string, len(a))
+	for i, x := range a {
+		out[i] = string(x)
+	}
+	return out
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
+	}
+}
+
+func TestMakeRefuses(t *testing.T) {
+	d := desiredState(t, shaA[:8], 5)
+	d.Shared.Files = []string{".env"}
+	_, err := Make(d, &actual.State{MissingShared: []string{".env"}, Commit: inCache(shaA)}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "shared files missing under /srv/shop/shared: .env") {
+		t.Errorf("missing shared file: %v", err)
+	}
+	d.Shared.Files = nil
+	_, err = Make(d, &actual.State{Link: actual.Link{Exists: true, Problem: "/srv/shop/current is a directory, not a symlink"}, Commit: inCache(shaA)}, Options{})
+	if err == nil || !strings.Contains(err.Error(), "refusing to touch the link: /srv/shop/current is a directory") {
+		t.Errorf("link is a directory: %v", err)
+	}
+}
+
+func TestRetryResumesAtFailedStep(t *testing.T) {
+	d := desiredState(t, shaB[:8], 5)
+	b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
+	for _, st := range ReleaseSteps(d)[:3] {
+		b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
+	}
+	b.Record.Failure = &record.Failure{Step: "static"}
+	a := &actual.State{Releases: []actual.Release{b}, Commit: inCache(shaB)}
+	p, err := Make(d, a, Options{Retry: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Blocked != nil || len(p.Steps) == 0 || p.Steps[0].Action != Build || p.Steps[0].Name != "static" {
+		t.Fatalf("retry should resume at static, got %+v", p.Steps)
+	}
+}
+
+// TestPruneNeverRemovesProtected checks invariant 4 over every keep and
+// every choice of linked and previous release among eight.
+func TestPruneNeverRemovesProtected(t *testing.T) {
+	shas := []string{}
+	for i := 0; i < 8; i++ {
+		shas = append(shas, strings.Repeat(string(rune('a'+i)), 40))
+	}
+	name := func(i int) string { return "2026112" + string(rune('0'+i)) + "T100000Z-" + shas[i][:8] }
+	for keep := 1; keep <= 9; keep++ {
+		for linked := 0; linked < 8; linked++ {
+			for prev := 0; prev < 8; prev++ {
+				for target := 0; target < 8; target++ {
+					d := desiredState(t, shas[target][:8], 1)
+					d.Keep = keep
+					a := &actual.State{RootExists: true, Link: linkedTo(name(linked)), Commit: inCache(shas[target]),
+						Host: &record.Host{Linked: name(linked), Previous: name(prev), ServicesDone: true}}
+					for i := 0; i < 8; i++ {
+						a.Releases = append(a.Releases, rel(d, name(i), shas[i], record.Complete))
+					}
+					p, err := Make(d, a, Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					pruned := map[string]bool{}
+					for _, s := range p.Steps {
+						if s.Action == Prune {
+							pruned[s.Release] = true
+						}
+					}
+					// The rollback target after the plan: the release linked
+					// now when the link moves, else the recorded previous.
+					wantPrev := name(prev)
+					if linked != target {
+						wantPrev = name(linked)
+					}
+					if p.Previous != wantPrev {
+						t.Fatalf("linked %d prev %d target %d: previous %s, want %s", linked, prev, target, p.Previous, wantPrev)
+					}
+					for _, keepName := range []string{name(linked), wantPrev, name(target)} {
+						if pruned[keepName] {
+							t.Fatalf("keep %d linked %d prev %d target %d: pruned protected %s", keep, linked, prev, target, keepName)
+						}
+					}
+					// After the plan, at most max(keep, protected) complete releases stay.
+					left := 8 - len(pruned)
+					protected := map[string]bool{name(linked): true, wantPrev: true, name(target): true}
+					if want := max(keep, len(protected)); left != min(8, want) {
+						t.Fatalf("keep %d linked %d prev %d target %d: %d releases left, want %d", keep, linked, prev, target, left, min(8, want))
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestNeverSwitchesToIncomplete(t *testing.T) {
+	d := desiredState(t, shaB[:8], 5)
+	a := &actual.State{Releases: []actual.Release{rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Building)}, Commit: inCache(shaB)}
+	p, err := Make(d, a, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawMigrate := false
+	for _, s := range p.Steps {
+		if s.Action == Migrate {
+			sawMigrate = true
+		}
+		if s.Action == Switch && !sawMigrate {
+			t.Fatal("switch planned before the release's last step")
+		}
+	}
+}
