@@ -126,7 +126,8 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 		err = herr
 	}
 	if err != nil {
-		e.log.Error("apply failed", zap.String("result", e.res.Result), zap.Error(err))
+		// Not logged here: the caller reports the error it is given.
+		e.log.Info("apply done", zap.String("result", e.res.Result), zap.Duration("elapsed", opts.Now().Sub(start)))
 		if errors.As(err, new(*BlockedError)) {
 			return e.res, err
 		}
@@ -261,7 +262,7 @@ func (e *executor) step(ctx context.Context, s plan.Step, fn func() error) error
 	if err != nil {
 		sr.Result, sr.Error = history.ResultFailed, err.Error()
 		fmt.Fprintf(e.out, "  FAILED %s after %s\n  %s\n", title, round(dur), strings.ReplaceAll(err.Error(), "\n", "\n  "))
-		log.Warn("step failed", zap.Duration("elapsed", dur), zap.Error(err))
+		log.Info("step failed", zap.Duration("elapsed", dur)) // the error goes up, not to the log
 	} else {
 		fmt.Fprintf(e.out, "  ok %s (%s)\n", title, round(dur))
 		log.Info("step done", zap.Duration("elapsed", dur))

@@ -39,22 +39,24 @@ func Load(path string) (*State, error) {
 	if st.IsDir() {
 		return nil, fmt.Errorf("desired file %s: is a directory", path)
 	}
-	s, err := Parse(f, abs)
-	if s != nil {
-		s.File = path
-	}
-	return s, err
+	// Errors name the file as the user wrote it; a relative root is
+	// anchored at its real folder.
+	return parse(f, path, filepath.Dir(abs))
 }
 
 // Parse reads a desired file from r. file names it in errors and anchors a
 // relative root or local repository path. Every problem is reported, joined,
 // in file order; each is a *FieldError.
 func Parse(r io.Reader, file string) (*State, error) {
+	return parse(r, file, filepath.Dir(file))
+}
+
+func parse(r io.Reader, file, base string) (*State, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
-	p := &parser{file: file}
+	p := &parser{file: file, base: base}
 	if len(data) > MaxFileSize {
 		p.errorf(1, 1, "", "file is larger than %d bytes; is this the desired file?", MaxFileSize)
 		return nil, joinSorted(p.errs)
@@ -114,6 +116,7 @@ func (p *parser) yamlMsg(msg string) {
 
 type parser struct {
 	file string
+	base string // the folder relative paths are relative to
 	errs []*FieldError
 }
 
@@ -414,7 +417,7 @@ func (p *parser) root(v *yaml.Node, r string) string {
 		return ""
 	}
 	if !filepath.IsAbs(r) {
-		r = filepath.Join(filepath.Dir(p.file), r)
+		r = filepath.Join(p.base, r)
 	}
 	r = filepath.Clean(r)
 	if r == "/" {
@@ -440,7 +443,7 @@ func (p *parser) source(n *yaml.Node, s *State) {
 		switch key {
 		case "repo":
 			haveRepo = true
-			repo, err := checkRepo(val, filepath.Dir(p.file))
+			repo, err := checkRepo(val, p.base)
 			if err != nil {
 				p.fail(v, fp, "%v", err)
 			}
@@ -465,7 +468,7 @@ func (p *parser) source(n *yaml.Node, s *State) {
 				return
 			}
 			if !filepath.IsAbs(val) {
-				val = filepath.Join(filepath.Dir(p.file), val)
+				val = filepath.Join(p.base, val)
 			}
 			s.Source.SSHKey = filepath.Clean(val)
 		}
@@ -707,7 +710,7 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 				if val, ok := p.str(v, fp+"."+key); ok {
 					if key == "config" {
 						if !filepath.IsAbs(val) {
-							val = filepath.Join(filepath.Dir(p.file), val)
+							val = filepath.Join(p.base, val)
 						}
 						svc.Supervisor.Config = filepath.Clean(val)
 					} else {

@@ -59,10 +59,12 @@ func (e *Error) Error() string {
 	default:
 		what = e.Err.Error()
 	}
+	// The caller names the command when it wraps the error; Name is for
+	// logs and for callers that match with errors.As.
 	if e.Tail == "" {
-		return e.Name + ": " + what
+		return what
 	}
-	return e.Name + ": " + what + "; last output:\n" + e.Tail
+	return what + "; last output:\n" + e.Tail
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -159,11 +159,16 @@ func RenderText(w io.Writer, r *Report) error {
 	return err
 }
 
+// firstLine shortens a failure to one line: what happened, and the last
+// line the command printed, which is usually the error.
 func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
+	head, tail, ok := strings.Cut(s, "; last output:\n")
+	if !ok {
+		head, _, _ = strings.Cut(s, "\n")
+		return head
 	}
-	return s
+	lines := strings.Split(strings.TrimSpace(tail), "\n")
+	return head + ": " + strings.TrimSpace(lines[len(lines)-1])
 }
 
 // RenderJSON writes the report as JSON.
