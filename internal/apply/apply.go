@@ -501,6 +501,7 @@ func (e *executor) command(ctx context.Context, s plan.Step) error {
 		Env:     e.env(e.release),
 		Timeout: def.Timeout,
 		Output:  io.MultiWriter(f, pw),
+		Contain: true,
 	})
 }
 

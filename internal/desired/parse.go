@@ -524,7 +524,7 @@ func checkRelPath(v string) error {
 	}
 	for _, part := range strings.Split(v, "/") {
 		if part == ".." {
-			return fmt.Errorf("%q leaves its folder with ..", v)
+			return fmt.Errorf("%q leaves its folder (..)", v)
 		}
 	}
 	if c := filepath.Clean(v); c == "." {

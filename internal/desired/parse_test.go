@@ -124,7 +124,7 @@ func TestParseErrors(t *testing.T) {
 		{"repo scheme", "app: a\nroot: /r\nsource: {repo: \"ftp://x/y\", commit: main}\n", []string{
 			`d.yaml:3:16: source.repo: scheme "ftp" is not supported: use https, ssh, git, file, a user@host:path address or a local path`}},
 		{"source path escapes", head[:len(head)-1] + "\n" + "shared: {dirs: [../x]}\n", []string{
-			`d.yaml:4:17: shared.dirs[0]: "../x" leaves its folder with ..`}},
+			`d.yaml:4:17: shared.dirs[0]: "../x" leaves its folder (..)`}},
 		{"shared absolute", head + "shared: {files: [/etc/passwd]}\n", []string{
 			`d.yaml:4:18: shared.files[0]: "/etc/passwd" is absolute; write a path relative to the release`}},
 		{"shared overlap", head + "shared: {dirs: [public], files: [public/x]}\n", []string{

@@ -43,7 +43,7 @@ func CheckRef(ref string) error {
 	}
 	for _, part := range strings.Split(ref, "/") {
 		if strings.HasPrefix(part, ".") {
-			return fmt.Errorf("%q is not a commit, tag or branch: a component starts with .", ref)
+			return fmt.Errorf("%q is not a commit, tag or branch: a component starts with a dot", ref)
 		}
 	}
 	return nil

@@ -27,7 +27,16 @@ type Command struct {
 	Env     []string // the whole environment of the command
 	Timeout time.Duration
 	Output  io.Writer // receives stdout and stderr interleaved; may be nil
+	// Contain kills what the command left running in its process group
+	// when it exits: a build step must not leave a process behind, while
+	// a service command may legitimately start one.
+	Contain bool
 }
+
+// pipeGrace is how long Run waits, after the command exited, for processes
+// it left behind to close its output. A service command that starts a
+// server in the background would otherwise hold Run forever.
+const pipeGrace = 2 * time.Second
 
 // Runner runs commands.
 type Runner struct {
@@ -89,6 +98,7 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = pipeGrace
 	tail := &tailBuffer{max: tailLines}
 	var out io.Writer = tail
 	if c.Output != nil {
@@ -115,10 +125,10 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 			grace = 5 * time.Second
 		}
 		select {
-		case err = <-done:
+		case <-done:
 		case <-time.After(grace):
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			err = <-done
+			<-done
 		}
 		// Children that ignored SIGTERM and outlived the shell still
 		// hold the group; SIGKILL reaches them.
@@ -127,6 +137,12 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 		e.TimedOut = errors.Is(ctx.Err(), context.DeadlineExceeded)
 		log.Info("command stopped", zap.String("command", c.Name), zap.Duration("elapsed", time.Since(start)), zap.Bool("timed_out", e.TimedOut))
 		return e
+	}
+	if c.Contain {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	if errors.Is(err, exec.ErrWaitDelay) {
+		err = nil // it exited 0; only a background child kept the output open
 	}
 	elapsed := time.Since(start)
 	if err == nil {
