@@ -41,10 +41,11 @@ type file struct {
 // reads the blobs while the writes, which dominate, go to one writer per
 // core.
 func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
-	r, err := c.open()
+	r, done, err := c.open()
 	if err != nil {
 		return fmt.Errorf("export %s: %w", sha, err)
 	}
+	defer done()
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
 		return &Error{Op: "export " + sha, Err: fmt.Errorf("read commit: %w", err)}
