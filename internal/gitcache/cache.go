@@ -58,6 +58,9 @@ type Cache struct {
 	URL    string
 	SSHKey string // private key file for ssh remotes; "" for the agent or none
 	TmpDir string // same filesystem as Dir, for the first clone
+	// Writers is how many goroutines write exported files; 0 means
+	// DefaultWriters.
+	Writers int
 }
 
 // open opens the cache. The caller must call close. Pack files stay open
@@ -72,6 +75,24 @@ func (c *Cache) open() (r *git.Repository, close func(), err error) {
 	}
 	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{KeepDescriptors: true})
 	r, err = git.Open(st, nil)
+	if err != nil {
+		st.Close()
+		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: err}
+	}
+	return r, func() { st.Close() }, nil
+}
+
+// streamThreshold is the size above which an export worker's go-git
+// streams a blob from the pack instead of decoding it whole into memory.
+const streamThreshold = 1 << 20
+
+// openStreaming opens the cache for an export worker: blobs are read once,
+// so the object cache stays small, and large blobs are streamed, so memory
+// is bounded by workers × streamThreshold whatever the repository holds.
+func (c *Cache) openStreaming() (*git.Repository, func(), error) {
+	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(cache.MiByte),
+		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: streamThreshold})
+	r, err := git.Open(st, nil)
 	if err != nil {
 		st.Close()
 		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: err}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -23,23 +24,27 @@ var ErrSubmodule = errors.New("submodules are not supported yet")
 // release's record lives there.
 const Reserved = ".reconciler"
 
-// inlineMax is the largest blob handed to a writer goroutine in memory;
-// larger blobs are streamed to disk by the reader itself, so memory stays
-// bounded by writers × inlineMax whatever the repository holds.
-const inlineMax = 1 << 20
+// DefaultWriters is the number of export workers. Each reads blobs and
+// writes files; file creation waits on the kernel, so more workers than
+// cores overlap those waits.
+func DefaultWriters() int { return 2 * runtime.GOMAXPROCS(0) }
 
-type file struct {
+type job struct {
 	path string
-	mode os.FileMode
-	data []byte
+	mode filemode.FileMode
+	hash plumbing.Hash
 }
 
 // Export writes the tree of commit sha (or its subdirectory subpath) into
 // dest, which must exist: regular files with their executable bit, and
-// symlinks; no .git. go-git's object reads are not safe from several
-// goroutines (go-git issues #48, #773), so one goroutine walks the tree and
-// reads the blobs while the writes, which dominate, go to one writer per
-// core.
+// symlinks; no .git.
+//
+// One goroutine walks the tree and makes the directories; workers read the
+// blobs and write the files. go-git's repository is not safe for use from
+// several goroutines (go-git issues #48, #773), so each worker opens its
+// own, as the maintainers advise: reading — inflating and hashing every
+// object — is then spread over the cores instead of bounding the export on
+// one.
 func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	r, done, err := c.open()
 	if err != nil {
@@ -68,7 +73,7 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	work := make(chan file, 64)
+	jobs := make(chan job, 256)
 	var (
 		wg      sync.WaitGroup
 		errOnce sync.Once
@@ -77,36 +82,47 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	setErr := func(err error) {
 		errOnce.Do(func() { werr = err; cancel() })
 	}
-	writers := runtime.GOMAXPROCS(0)
-	for i := 0; i < writers; i++ {
+	workers := c.Writers
+	if workers <= 0 {
+		workers = DefaultWriters()
+	}
+	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for f := range work {
-				if err := writeFile(f.path, f.mode, f.data); err != nil {
-					setErr(err)
+			wr, wdone, err := c.openStreaming()
+			if err != nil {
+				setErr(err)
+				for range jobs {
+				}
+				return
+			}
+			defer wdone()
+			for j := range jobs {
+				if ctx.Err() != nil {
+					continue // drain
+				}
+				if err := writeEntry(wr, j); err != nil {
+					setErr(fmt.Errorf("%s: %w", j.path, err))
 				}
 			}
 		}()
 	}
-	rerr := c.walk(ctx, r, tree, dest, work)
-	close(work)
+	rerr := walk(ctx, tree, dest, jobs)
+	close(jobs)
 	wg.Wait()
-	if rerr != nil {
-		if errors.Is(rerr, context.Canceled) && werr != nil {
-			return fmt.Errorf("export %s: %w", sha, werr)
-		}
-		return fmt.Errorf("export %s: %w", sha, rerr)
-	}
-	if werr != nil {
+	switch {
+	case werr != nil:
 		return fmt.Errorf("export %s: %w", sha, werr)
+	case rerr != nil:
+		return fmt.Errorf("export %s: %w", sha, rerr)
 	}
 	return nil
 }
 
-func (c *Cache) walk(ctx context.Context, r interface {
-	BlobObject(plumbing.Hash) (*object.Blob, error)
-}, tree *object.Tree, dest string, work chan<- file) error {
+// walk makes the directories of tree under dest and sends every file and
+// symlink to the workers, parents before children.
+func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) error {
 	w := object.NewTreeWalker(tree, true, nil)
 	defer w.Close()
 	for {
@@ -133,35 +149,9 @@ func (c *Cache) walk(ctx context.Context, r interface {
 			}
 		case filemode.Submodule:
 			return fmt.Errorf("%w: %s is a submodule", ErrSubmodule, name)
-		case filemode.Symlink:
-			b, err := readBlob(r, e.Hash)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
-			if err := os.Symlink(string(b), path); err != nil {
-				return err
-			}
-		case filemode.Regular, filemode.Executable, filemode.Deprecated:
-			mode := os.FileMode(0o644)
-			if e.Mode == filemode.Executable {
-				mode = 0o755
-			}
-			blob, err := r.BlobObject(e.Hash)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
-			if blob.Size > inlineMax {
-				if err := streamBlob(blob, path, mode); err != nil {
-					return err
-				}
-				continue
-			}
-			b, err := readAll(blob)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
+		case filemode.Symlink, filemode.Regular, filemode.Executable, filemode.Deprecated:
 			select {
-			case work <- file{path, mode, b}:
+			case jobs <- job{path: path, mode: e.Mode, hash: e.Hash}:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -171,57 +161,37 @@ func (c *Cache) walk(ctx context.Context, r interface {
 	}
 }
 
-func readBlob(r interface {
-	BlobObject(plumbing.Hash) (*object.Blob, error)
-}, h plumbing.Hash) ([]byte, error) {
-	blob, err := r.BlobObject(h)
+func writeEntry(r *git.Repository, j job) error {
+	blob, err := r.BlobObject(j.hash)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("read blob %s: %w", j.hash, err)
 	}
-	return readAll(blob)
-}
-
-func readAll(blob *object.Blob) ([]byte, error) {
 	rd, err := blob.Reader()
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("read blob %s: %w", j.hash, err)
 	}
 	defer rd.Close()
-	b := make([]byte, blob.Size)
-	if _, err := io.ReadFull(rd, b); err != nil {
-		return nil, err
+	if j.mode == filemode.Symlink {
+		target, err := io.ReadAll(io.LimitReader(rd, 4096))
+		if err != nil {
+			return err
+		}
+		return os.Symlink(string(target), j.path)
 	}
-	return b, nil
-}
-
-func streamBlob(blob *object.Blob, path string, mode os.FileMode) error {
-	rd, err := blob.Reader()
-	if err != nil {
-		return err
+	perm := os.FileMode(0o644)
+	if j.mode == filemode.Executable {
+		perm = 0o755
 	}
-	defer rd.Close()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	// O_EXCL: the release was emptied before the export, so an existing
+	// file means something is wrong, and it never follows a symlink
+	// planted where a file should go.
+	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
 	if _, err := io.Copy(f, rd); err != nil {
 		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Close()
-}
-
-// writeFile creates path exclusively: the release was emptied before the
-// export, so an existing file means something is wrong, and O_EXCL never
-// follows a symlink planted where a file should go.
-func writeFile(path string, mode os.FileMode, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
 		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Close()
 }
