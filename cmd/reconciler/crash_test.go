@@ -1,0 +1,173 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/testgit"
+)
+
+var kills = flag.Int("kills", 40, "how many applies TestCrashAnyInstant kills")
+
+// buildBinary builds the reconciler once per test binary run.
+var buildBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "reconciler-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "reconciler")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// TestCrashAnyInstant is invariant 1 under SIGKILL: the real binary applies
+// changing targets (new commits, a changed build step, rollbacks, pruning
+// with keep 2) and is killed at a random instant, while a reader resolves
+// the link as fast as it can. Every observation must find the link pointing
+// at a release recorded complete; after each kill the next apply must
+// converge.
+func TestCrashAnyInstant(t *testing.T) {
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := testgit.New(t)
+	var shas []string
+	for i := 0; i < 3; i++ {
+		repo.Write("VERSION", fmt.Sprintf("v%d\n", i))
+		repo.Write(fmt.Sprintf("pkg/f%d.txt", i), "content\n")
+		shas = append(shas, repo.Commit(fmt.Sprintf("v%d", i)))
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "host")
+	file := filepath.Join(dir, "desired.yaml")
+	write := func(i int) {
+		sha := shas[i%3]
+		extra := ""
+		if i%4 == 3 { // every fourth target changes the build: a new release of the same commit
+			extra = "  - {name: extra, run: \"touch extra\"}\n"
+		}
+		y := fmt.Sprintf(`app: crash
+root: host
+keep: 2
+source: {repo: %s, commit: %s}
+shared: {dirs: [media]}
+build:
+  - {name: one, run: "sleep 0.02; cat VERSION > built"}
+  - {name: two, run: "sleep 0.02; echo two > two"}
+%smigrate: {run: "sleep 0.01; test -f built"}
+services:
+  - {name: web, manager: command, restart: "true"}
+`, repo.Dir, sha, extra)
+		if err := os.WriteFile(file, []byte(y), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply := func() *exec.Cmd {
+		cmd := exec.Command(bin, "apply", "-f", file, "--lock-timeout", "30s")
+		cmd.Dir = dir
+		cmd.Env = append(testgit.Env(t.TempDir()), "PATH=/usr/bin:/bin")
+		return cmd
+	}
+
+	// The first deploy, unkilled, so that a link exists to observe.
+	write(0)
+	if out, err := apply().CombinedOutput(); err != nil {
+		t.Fatalf("first apply: %v\n%s", err, out)
+	}
+
+	var observations, broken atomic.Int64
+	var firstBroken atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		link := filepath.Join(root, "current")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			observations.Add(1)
+			if msg := checkLink(link); msg != "" {
+				if broken.Add(1) == 1 {
+					firstBroken.Store(msg)
+				}
+			}
+			time.Sleep(200 * time.Microsecond)
+		}
+	}()
+
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	killed, failedConverge := 0, 0
+	for i := 1; i <= *kills; i++ {
+		write(i)
+		cmd := apply()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.Intn(160)) * time.Millisecond)
+		if cmd.Process.Signal(syscall.SIGKILL) == nil {
+			killed++
+		}
+		cmd.Wait()
+		// The next apply converges: it succeeds, and a plan then has
+		// nothing to do.
+		if out, err := apply().CombinedOutput(); err != nil {
+			failedConverge++
+			t.Errorf("apply after kill %d: %v\n%s", i, err, out)
+			continue
+		}
+		plan := exec.Command(bin, "plan", "-f", file, "--detailed-exitcode")
+		plan.Dir = dir
+		if out, err := plan.CombinedOutput(); err != nil {
+			failedConverge++
+			t.Errorf("not converged after kill %d: %v\n%s", i, err, out)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("kills %d, link observations %d, broken %d, failed convergences %d", killed, observations.Load(), broken.Load(), failedConverge)
+	if broken.Load() > 0 {
+		t.Errorf("%d broken link observations; first: %v", broken.Load(), firstBroken.Load())
+	}
+	if observations.Load() < int64(*kills)*10 {
+		t.Errorf("only %d observations: the reader did not run", observations.Load())
+	}
+}
+
+// checkLink returns what is wrong with the link, or "".
+func checkLink(link string) string {
+	target, err := os.Readlink(link)
+	if err != nil {
+		return fmt.Sprintf("readlink: %v", err)
+	}
+	rel := filepath.Join(filepath.Dir(link), target)
+	b, err := os.ReadFile(filepath.Join(rel, ".reconciler", "release.json"))
+	if err != nil {
+		return fmt.Sprintf("link -> %s: record: %v", target, err)
+	}
+	var rec struct{ State string }
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return fmt.Sprintf("link -> %s: record: %v", target, err)
+	}
+	if rec.State != "complete" {
+		return fmt.Sprintf("link -> %s, a release that is %s", target, rec.State)
+	}
+	return ""
+}
