@@ -13,6 +13,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
 
@@ -34,6 +35,9 @@ type State struct {
 	Strays        []string     // entries under releases/ that are not releases
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
+	// InUse maps a release to the live processes whose working directory
+	// is inside it.
+	InUse map[string][]int
 }
 
 // Link is the observed link.
@@ -96,6 +100,14 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		}
 		if err := observeLink(l, s); err != nil {
 			return nil, err
+		}
+		if len(s.Releases) > 0 {
+			// Processes report resolved paths: resolve the root's too.
+			dir := l.ReleasesDir()
+			if real, err := filepath.EvalSymlinks(dir); err == nil {
+				dir = real
+			}
+			s.InUse = procs.InUse(dir)
 		}
 		h, err := record.ReadHost(l.HostFile())
 		if err != nil {

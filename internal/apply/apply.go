@@ -22,6 +22,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/services"
@@ -76,7 +77,8 @@ type executor struct {
 	release string          // the release being built
 	rec     *record.Release // its record
 	commit  string
-	linked  string // where the link pointed before this apply
+	linked   string // where the link pointed before this apply
+	previous string // the rollback target: where a failed health check returns
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -184,12 +186,16 @@ func (e *executor) run(ctx context.Context) error {
 	if p.Target != plan.NewRelease {
 		e.release = p.Target
 	}
-	servicesLeft := 0
+	servicesLeft, healthPlanned := 0, false
 	for _, s := range p.Steps {
-		if s.Action == plan.Service {
+		switch s.Action {
+		case plan.Service:
 			servicesLeft++
+		case plan.Health:
+			healthPlanned = true
 		}
 	}
+	e.previous = p.Previous
 	for _, s := range p.Steps {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -208,12 +214,19 @@ func (e *executor) run(ctx context.Context) error {
 		case plan.Build, plan.Migrate:
 			err = e.releaseStep(ctx, s, func() error { return e.command(ctx, s) })
 		case plan.Switch:
-			err = e.step(ctx, s, func() error { return e.switchLink(servicesLeft == 0) })
+			err = e.step(ctx, s, func() error { return e.switchLink(servicesLeft == 0, !healthPlanned) })
 		case plan.Service:
-			err = e.step(ctx, s, func() error { return e.service(ctx, s) })
+			err = e.step(ctx, s, func() error { return e.service(ctx, s.Name, e.release, e.commit) })
 			servicesLeft--
 			if err == nil && servicesLeft == 0 {
-				err = e.servicesDone()
+				err = e.updateHost(func(h *record.Host) { h.ServicesDone, h.Verified = true, !healthPlanned })
+			}
+		case plan.Health:
+			err = e.step(ctx, s, func() error { return e.verify(ctx, e.release, e.commit) })
+			if err == nil {
+				err = e.updateHost(func(h *record.Host) { h.Verified = true })
+			} else if ctx.Err() == nil {
+				err = e.revert(ctx, err)
 			}
 		case plan.Prune:
 			err = e.step(ctx, s, func() error { return e.prune(s.Release) })
@@ -321,17 +334,20 @@ func (e *executor) releaseStep(ctx context.Context, s plan.Step, fn func() error
 		return err
 	}
 	e.rec.Steps = append(e.rec.Steps, record.Step{Name: def.Name, Fingerprint: def.Fingerprint(), Finished: e.Now().UTC(), Duration: e.Now().Sub(start)})
-	all := true
-	for _, st := range plan.ReleaseSteps(e.Desired) {
-		if !e.rec.Done(st.Name, st.Fingerprint()) {
-			all = false
-		}
-	}
-	if all {
+	if e.allStepsDone(e.rec) {
 		now := e.Now().UTC()
 		e.rec.State, e.rec.Completed = record.Complete, &now
 	}
 	return e.writeRecord()
+}
+
+func (e *executor) allStepsDone(rec *record.Release) bool {
+	for _, st := range plan.ReleaseSteps(e.Desired) {
+		if !rec.Done(st.Name, st.Fingerprint()) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *executor) stepDef(name string) desired.Step {
@@ -464,7 +480,9 @@ func insideDir(root, p string) error {
 }
 
 // Env is the environment of every step and service command.
-func (e *executor) env(release string) []string {
+func (e *executor) env(release string) []string { return e.envFor(release, e.commit) }
+
+func (e *executor) envFor(release, commit string) []string {
 	d := e.Desired
 	env := append([]string{}, e.Env...)
 	for _, v := range d.Env {
@@ -472,7 +490,7 @@ func (e *executor) env(release string) []string {
 	}
 	return append(env,
 		"RECONCILER_APP="+d.App,
-		"RECONCILER_COMMIT="+e.commit,
+		"RECONCILER_COMMIT="+commit,
 		"RECONCILER_RELEASE="+e.l.ReleaseDir(release),
 		"RECONCILER_ROOT="+d.Root,
 		"RECONCILER_SHARED="+e.l.SharedDir(),
@@ -507,10 +525,18 @@ func (e *executor) command(ctx context.Context, s plan.Step) error {
 
 // switchLink points the link at the target, which must be recorded
 // complete: this check is the last guard of invariant 1.
-func (e *executor) switchLink(servicesDone bool) error {
+func (e *executor) switchLink(servicesDone, verified bool) error {
 	rec, err := record.ReadRelease(e.l.RecordFile(e.release))
 	if err != nil {
 		return fmt.Errorf("release %s: %w", e.release, err)
+	}
+	if rec.State == record.Failed && e.Retry && e.allStepsDone(rec) {
+		// --retry of a release that was built but failed its health
+		// check: it is complete again, and the check will judge it anew.
+		rec.State, rec.Failure = record.Complete, nil
+		if err := record.WriteRelease(e.l.RecordFile(e.release), rec); err != nil {
+			return err
+		}
 	}
 	if rec.State != record.Complete {
 		return fmt.Errorf("release %s is %s, not complete; refusing to link it", e.release, rec.State)
@@ -518,34 +544,44 @@ func (e *executor) switchLink(servicesDone bool) error {
 	if err := fsx.SwitchLink(e.l.LinkPath(), layout.LinkTarget(e.release)); err != nil {
 		return err
 	}
-	h := &record.Host{Linked: e.release, Previous: e.linked, SwitchedAt: e.Now().UTC(), ServicesDone: servicesDone}
+	h := &record.Host{Linked: e.release, Previous: e.linked, SwitchedAt: e.Now().UTC(), ServicesDone: servicesDone, Verified: servicesDone && verified}
 	return record.WriteHost(e.l.HostFile(), h)
 }
 
-func (e *executor) service(ctx context.Context, s plan.Step) error {
-	var svc desired.Service
-	for _, x := range e.Desired.Services {
-		if x.Name == s.Name {
-			svc = x
-		}
+func (e *executor) service(ctx context.Context, name, release, commit string) error {
+	svc, err := e.serviceNamed(name)
+	if err != nil {
+		return err
 	}
 	script, err := services.Script(svc)
 	if err != nil {
 		return err
 	}
-	pw := &runner.PrefixWriter{W: e.out, Prefix: "  " + s.Name + " | "}
+	pw := &runner.PrefixWriter{W: e.out, Prefix: "  " + svc.Name + " | "}
 	defer pw.Flush()
 	return e.Runner.Run(ctx, runner.Command{
 		Name:    svc.Action + " " + svc.Name,
 		Script:  script,
 		Dir:     e.Desired.Root,
-		Env:     e.env(e.release),
+		Env:     e.envFor(release, commit),
 		Timeout: svc.Timeout,
 		Output:  pw,
 	})
 }
 
-func (e *executor) servicesDone() error {
+func (e *executor) serviceNamed(name string) (desired.Service, error) {
+	for _, x := range e.Desired.Services {
+		if x.Name == name {
+			return x, nil
+		}
+	}
+	return desired.Service{}, fmt.Errorf("no service %q in desired.yaml", name)
+}
+
+// updateHost changes the host record. A record that does not name the
+// linked release is replaced: the link moved without a switch of ours (by
+// hand, or a switch that stopped before recording).
+func (e *executor) updateHost(change func(*record.Host)) error {
 	h, err := record.ReadHost(e.l.HostFile())
 	if err != nil {
 		return err
@@ -554,11 +590,9 @@ func (e *executor) servicesDone() error {
 	case h == nil:
 		h = &record.Host{Linked: e.release, SwitchedAt: e.Now().UTC()}
 	case h.Linked != e.release:
-		// The link was moved without a switch of ours (by hand, or a
-		// switch that stopped before recording): record it now.
 		h = &record.Host{Linked: e.release, Previous: h.Linked, SwitchedAt: e.Now().UTC()}
 	}
-	h.ServicesDone = true
+	change(h)
 	return record.WriteHost(e.l.HostFile(), h)
 }
 
@@ -567,6 +601,16 @@ func (e *executor) servicesDone() error {
 func (e *executor) prune(name string) error {
 	if target, err := os.Readlink(e.l.LinkPath()); err == nil && filepath.Base(target) == name {
 		return fmt.Errorf("refusing to prune %s: the link points at it", name)
+	}
+	// The plan skipped releases in use when it was made; a process may
+	// have started in this one since.
+	dir := e.l.ReleasesDir()
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	if pids := procs.InUse(dir)[name]; len(pids) > 0 {
+		fmt.Fprintf(e.out, "  skipped: pid %d runs from it\n", pids[0])
+		return nil
 	}
 	if err := os.MkdirAll(e.l.TmpDir(), 0o755); err != nil {
 		return err

@@ -276,7 +276,12 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r := status.Make(d, a, recs)
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			svcs := status.ObserveServices(cmd.Context(), d, &runner.Runner{Log: log.Named("run")})
+			r := status.Make(d, a, recs, svcs)
 			if asJSON {
 				return status.RenderJSON(g.stdout, r)
 			}

@@ -32,8 +32,35 @@ type State struct {
 	Build    []Step
 	Migrate  *Step // nil when there is no migration
 	Services []Service
-	Schedule string // cron spec; "" when absent
+	Health   []Check // checked after the services acted; all must pass
+	Schedule string  // cron spec; "" when absent
 }
+
+// Check kinds.
+const (
+	CheckHTTP    = "http"
+	CheckTCP     = "tcp"
+	CheckCommand = "command"
+)
+
+// Check is a health check. Exactly one of HTTP, TCP and Command is set.
+type Check struct {
+	Kind     string // CheckHTTP, CheckTCP or CheckCommand
+	Target   string // the URL, host:port or shell command
+	Expect   int    // HTTP status; 0 for any 2xx
+	Body     string // HTTP: the body must contain this, after ${VAR} expansion
+	Timeout  time.Duration
+	Interval time.Duration
+}
+
+// Name is how a check is called in messages: "http http://127.0.0.1/health".
+func (c Check) Name() string { return c.Kind + " " + c.Target }
+
+// Health check defaults.
+const (
+	DefaultCheckTimeout  = 30 * time.Second
+	DefaultCheckInterval = time.Second
+)
 
 // Source says where the application's code comes from.
 type Source struct {
@@ -87,6 +114,11 @@ type Service struct {
 	// Supervisor optionally points supervisorctl at a config file or server URL.
 	Supervisor SupervisorConn
 	Timeout    time.Duration
+	// PIDFile names the service's main process, relative to root when not
+	// absolute. Without it the main PID comes from the manager (systemd,
+	// supervisor); the command manager then has none.
+	PIDFile string
+	Health  []Check
 }
 
 // SupervisorConn says how supervisorctl reaches supervisord.

@@ -336,7 +336,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "schedule"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "health", "schedule"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -384,6 +384,8 @@ func (p *parser) state(n *yaml.Node) *State {
 			}
 		case "services":
 			p.services(v, s)
+		case "health":
+			s.Health = p.checks(v, key)
 		case "schedule":
 			if c, ok := p.str(v, key); ok {
 				if err := ValidateSchedule(c); err != nil {
@@ -701,7 +703,7 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 	svc := Service{Action: ActionRestart, Timeout: DefaultActionTimeout}
 	nerr := len(p.errs)
 	keyNodes := map[string]*yaml.Node{}
-	known := []string{"name", "manager", "action", "restart", "reload", "unit", "program", "supervisor", "timeout"}
+	known := []string{"name", "manager", "action", "restart", "reload", "unit", "program", "supervisor", "timeout", "pidfile", "health"}
 	if !p.fields(n, path, known, func(key string, k, v *yaml.Node) {
 		fp := path + "." + key
 		keyNodes[key] = k
@@ -724,6 +726,10 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 			if d, ok := p.duration(v, fp, time.Second, 24*time.Hour); ok {
 				svc.Timeout = d
 			}
+			return
+		}
+		if key == "health" {
+			svc.Health = p.checks(v, fp)
 			return
 		}
 		val, ok := p.str(v, fp)
@@ -769,6 +775,11 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 				p.fail(v, fp, "%q is not a valid supervisor program name", val)
 			}
 			svc.Program = val
+		case "pidfile":
+			if val == "" || strings.ContainsRune(val, 0) {
+				p.fail(v, fp, "must be a path")
+			}
+			svc.PIDFile = val
 		}
 	}) {
 		return svc, false
@@ -814,3 +825,65 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 	}
 	return svc, len(p.errs) == nerr
 }
+
+func (p *parser) checks(n *yaml.Node, path string) []Check {
+	var out []Check
+	p.list(n, path, func(i int, v *yaml.Node) {
+		fp := fmt.Sprintf("%s[%d]", path, i)
+		c := Check{Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval}
+		nerr := len(p.errs)
+		var kinds []string
+		if !p.fields(v, fp, []string{"http", "tcp", "command", "expect", "body", "timeout", "interval"}, func(key string, k, val *yaml.Node) {
+			kp := fp + "." + key
+			switch key {
+			case "http", "tcp", "command":
+				kinds = append(kinds, key)
+				t, ok := p.str(val, kp)
+				if !ok {
+					return
+				}
+				c.Kind, c.Target = key, t
+				switch {
+				case strings.TrimSpace(t) == "":
+					p.fail(val, kp, "must not be empty")
+				case key == "http" && !strings.HasPrefix(t, "http://") && !strings.HasPrefix(t, "https://"):
+					p.fail(val, kp, "%q is not an http:// or https:// URL", t)
+				case key == "tcp" && !hostPortRE.MatchString(t):
+					p.fail(val, kp, "%q is not host:port", t)
+				}
+			case "expect":
+				if code, ok := p.int(val, kp, 100, 599); ok {
+					c.Expect = code
+				}
+			case "body":
+				if b, ok := p.str(val, kp); ok {
+					c.Body = b
+				}
+			case "timeout":
+				if d, ok := p.duration(val, kp, 100*time.Millisecond, time.Hour); ok {
+					c.Timeout = d
+				}
+			case "interval":
+				if d, ok := p.duration(val, kp, 10*time.Millisecond, time.Hour); ok {
+					c.Interval = d
+				}
+			}
+		}) {
+			return
+		}
+		switch {
+		case len(kinds) == 0:
+			p.fail(v, fp, "needs one of http, tcp or command")
+		case len(kinds) > 1:
+			p.fail(v, fp, "has %s: a check is one of http, tcp or command", strings.Join(kinds, " and "))
+		case c.Kind != CheckHTTP && (c.Expect != 0 || c.Body != ""):
+			p.fail(v, fp, "expect and body are for http checks")
+		}
+		if len(p.errs) == nerr {
+			out = append(out, c)
+		}
+	})
+	return out
+}
+
+var hostPortRE = regexp.MustCompile(`^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$`)

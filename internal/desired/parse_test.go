@@ -100,7 +100,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing required", "link: x\n", []string{
 			"d.yaml:1:1: app: is required", "d.yaml:1:1: root: is required", "d.yaml:1:1: source: is required"}},
 		{"unknown key with suggestion", head + "kepe: 3\n", []string{`d.yaml:4:1: kepe: unknown key "kepe" (did you mean "keep"?)`}},
-		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, services, schedule`}},
+		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, services, health, schedule`}},
 		{"duplicate key", head + "app: b\n", []string{"d.yaml:4:1: app: duplicate key (first at line 1)"}},
 		{"keep zero", head + "keep: 0\n", []string{"d.yaml:4:7: keep: must be between 1 and 1000, got 0"}},
 		{"keep negative", head + "keep: -3\n", []string{"d.yaml:4:7: keep: must be between 1 and 1000, got -3"}},
@@ -242,6 +242,59 @@ func TestFingerprint(t *testing.T) {
 		change(s)
 		if s.Fingerprint() != fp {
 			t.Errorf("%s: fingerprint changed, but it does not change what is built", name)
+		}
+	}
+}
+
+func TestParseHealth(t *testing.T) {
+	src := `app: a
+root: /r
+source: {repo: /repo, commit: main}
+services:
+  - name: web
+    manager: supervisor
+    program: web
+    pidfile: shared/run/web.pid
+    health:
+      - {tcp: "127.0.0.1:8000", timeout: 5s}
+health:
+  - http: http://127.0.0.1:8000/health
+    expect: 200
+    body: "${RECONCILER_COMMIT}"
+    timeout: 10s
+    interval: 200ms
+  - command: venv/bin/python manage.py check --deploy
+`
+	s, err := Parse(strings.NewReader(src), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Check{
+		{Kind: "http", Target: "http://127.0.0.1:8000/health", Expect: 200, Body: "${RECONCILER_COMMIT}", Timeout: 10 * time.Second, Interval: 200 * time.Millisecond},
+		{Kind: "command", Target: "venv/bin/python manage.py check --deploy", Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval},
+	}
+	if !reflect.DeepEqual(s.Health, want) {
+		t.Errorf("health:\n got %+v\nwant %+v", s.Health, want)
+	}
+	svc := s.Services[0]
+	if svc.PIDFile != "shared/run/web.pid" || len(svc.Health) != 1 || svc.Health[0].Kind != "tcp" || svc.Health[0].Timeout != 5*time.Second {
+		t.Errorf("service: %+v", svc)
+	}
+
+	bad := map[string]string{
+		"health:\n  - {}\n":                                "d.yaml:5:5: health[0]: needs one of http, tcp or command",
+		"health:\n  - {http: x}\n":                         `d.yaml:5:12: health[0].http: "x" is not an http:// or https:// URL`,
+		"health:\n  - {tcp: \"a:1\", command: x}\n":        "d.yaml:5:5: health[0]: has tcp and command: a check is one of http, tcp or command",
+		"health:\n  - {tcp: localhost}\n":                  `d.yaml:5:11: health[0].tcp: "localhost" is not host:port`,
+		"health:\n  - {http: \"http://x\", expect: 700}\n": "d.yaml:5:32: health[0].expect: must be between 100 and 599, got 700",
+		"health:\n  - {command: x, body: y}\n":             "d.yaml:5:5: health[0]: expect and body are for http checks",
+		"health:\n  - {command: x, timeout: forever}\n":    `d.yaml:5:27: health[0].timeout: invalid duration "forever": write it like 90s, 5m or 1h30m`,
+	}
+	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n"
+	for in, want := range bad {
+		_, err := Parse(strings.NewReader(head+in), "d.yaml")
+		if fes := Errors(err); len(fes) != 1 || fes[0].Error() != want {
+			t.Errorf("%q:\n got %v\nwant %s", in, err, want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
 // Action is what a step does. Its value is the symbol shown before the
@@ -23,6 +24,7 @@ const (
 	Switch  Action = "switch"  // point the link at the release
 	Service Action = "service" // restart or reload a service
 	Prune   Action = "prune"   // delete a release
+	Health  Action = "health"  // verify the linked release serves; revert if not
 )
 
 // Symbol is the mark a step gets in the human rendering.
@@ -34,6 +36,8 @@ func (a Action) Symbol() string {
 		return "~"
 	case Prune:
 		return "-"
+	case Health:
+		return "?"
 	}
 	return "+"
 }
@@ -202,6 +206,9 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 			pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
 		}
 	}
+	if !switched && pending == "" && a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.ServicesDone {
+		pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
+	}
 	if switched || pending != "" {
 		for _, svc := range d.Services {
 			reason := "the link moves"
@@ -211,9 +218,50 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 			p.Steps = append(p.Steps, Step{Action: Service, Name: svc.Name, Detail: svc.Action, Reason: reason})
 		}
 	}
+	if NeedsHealth(d) {
+		switch {
+		case switched || pending != "":
+			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: healthDetail(d), Reason: "verify the release serves; return to the previous one if not"})
+		case a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.Verified:
+			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: healthDetail(d),
+				Reason: fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)})
+		}
+	}
 
-	p.Steps = append(p.Steps, pruneSteps(d, a, name, p.Previous, switched)...)
+	prune, warnings := pruneSteps(d, a, name, p.Previous, switched)
+	p.Steps = append(p.Steps, prune...)
+	p.Warnings = append(p.Warnings, warnings...)
 	return p, nil
+}
+
+// NeedsHealth reports whether d has anything to verify after a switch:
+// health checks, or services whose processes the reconciler can find.
+func NeedsHealth(d *desired.State) bool {
+	if len(d.Health) > 0 {
+		return true
+	}
+	for _, s := range d.Services {
+		if len(s.Health) > 0 || services.HasPID(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func healthDetail(d *desired.State) string {
+	var parts []string
+	for _, s := range d.Services {
+		if services.HasPID(s) {
+			parts = append(parts, s.Name+" runs from it")
+		}
+		for _, c := range s.Health {
+			parts = append(parts, c.Name())
+		}
+	}
+	for _, c := range d.Health {
+		parts = append(parts, c.Name())
+	}
+	return strings.Join(parts, ", ")
 }
 
 func commitOf(a *actual.State, name string) string {
@@ -340,10 +388,17 @@ func exportDetail(d *desired.State, commit string) string {
 // pruneSteps deletes what a converged host no longer needs. It never
 // deletes the target, the release linked now or after this plan, or the
 // previous release (the rollback target).
-func pruneSteps(d *desired.State, a *actual.State, target, previous string, switched bool) []Step {
+func pruneSteps(d *desired.State, a *actual.State, target, previous string, switched bool) (out []Step, warnings []string) {
 	protected := map[string]bool{target: true, a.Link.Release: true, previous: true}
-	var out []Step
 	var complete []actual.Release
+	for _, r := range a.Releases {
+		if pids := a.InUse[r.Name]; len(pids) > 0 && !protected[r.Name] && r.Record != nil {
+			// A process still runs from it: deleting it would pull the
+			// files from under a live server. Count it as kept.
+			warnings = append(warnings, fmt.Sprintf("releases/%s is in use by pid %s; not pruned", r.Name, pidList(pids)))
+			protected[r.Name] = true
+		}
+	}
 	for _, r := range a.Releases {
 		switch {
 		case protected[r.Name] || r.Record == nil:
@@ -388,7 +443,19 @@ func pruneSteps(d *desired.State, a *actual.State, target, previous string, swit
 	for i := len(old) - 1; i >= 0; i-- {
 		out = append(out, old[i])
 	}
-	return out
+	return out, warnings
+}
+
+func pidList(pids []int) string {
+	var s []string
+	for i, p := range pids {
+		if i == 3 {
+			s = append(s, fmt.Sprintf("and %d more", len(pids)-3))
+			break
+		}
+		s = append(s, fmt.Sprint(p))
+	}
+	return strings.Join(s, ", ")
 }
 
 func short(sha string) string {

@@ -82,10 +82,20 @@ func TestMakeGolden(t *testing.T) {
 			a: func(d *desired.State) *actual.State {
 				return &actual.State{Root: d.Root, Commit: actual.Commit{Ref: "main", Why: "main is not in the cache"}}
 			},
-			steps: []Action{Fetch, Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service},
+			steps: []Action{Fetch, Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health},
 		},
 		{
 			name: "converged",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
+					Commit:   inCache(shaB)}
+			},
+		},
+		{
+			name: "health_pending_after_interrupted_apply",
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
@@ -93,6 +103,23 @@ func TestMakeGolden(t *testing.T) {
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
 					Commit:   inCache(shaB)}
 			},
+			steps: []Action{Health},
+		},
+		{
+			name: "prune_skips_release_in_use",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaC[:8], 1) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host: &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{
+						rel(d, "20261118T100000Z-eeeeeeee", "eeeeeeee55555555555555555555555555555555", record.Complete),
+						rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete),
+						rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete),
+					},
+					InUse:  map[string][]int{"20261118T100000Z-eeeeeeee": {4242, 4243}},
+					Commit: inCache(shaC)}
+			},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health, Prune},
 		},
 		{
 			name: "upgrade_prunes_beyond_keep_and_failed",
@@ -111,7 +138,7 @@ func TestMakeGolden(t *testing.T) {
 					},
 					Commit: inCache(shaC)}
 			},
-			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Prune, Prune, Prune},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health, Prune, Prune, Prune},
 		},
 		{
 			name: "rollback_to_kept_release",
@@ -123,7 +150,7 @@ func TestMakeGolden(t *testing.T) {
 					// The cache is gone: a rollback needs no git at all.
 					Commit: actual.Commit{Ref: shaA[:8], Why: "aaaaaaaa is not in the cache"}}
 			},
-			steps: []Action{Switch, Service, Service},
+			steps: []Action{Switch, Service, Service, Health},
 		},
 		{
 			name: "resume_unfinished",
@@ -138,7 +165,7 @@ func TestMakeGolden(t *testing.T) {
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
 					Commit:   inCache(shaB)}
 			},
-			steps: []Action{Build, Migrate, Switch, Service, Service},
+			steps: []Action{Build, Migrate, Switch, Service, Service, Health},
 		},
 		{
 			name: "failed_target_blocked",
@@ -161,7 +188,7 @@ func TestMakeGolden(t *testing.T) {
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
 					Commit:   inCache(shaB)}
 			},
-			steps: []Action{Service, Service},
+			steps: []Action{Service, Service, Health},
 		},
 	}
 	for _, tt := range tests {

@@ -67,6 +67,8 @@ func Describe(s Step) string {
 		return s.Detail + " " + s.Name
 	case Prune:
 		return "release " + s.Release
+	case Health:
+		return s.Detail
 	}
 	return s.Name
 }
@@ -90,6 +92,7 @@ func Summary(p *Plan) string {
 	add(count[Export]+count[Shared]+count[Build]+count[Migrate], "build step", "build steps")
 	add(count[Switch], "switch", "switches")
 	add(count[Service], "service action", "service actions")
+	add(count[Health], "health check", "health checks")
 	add(count[Prune], "release to prune", "releases to prune")
 	return "Plan: " + strings.Join(parts, ", ") + "."
 }

@@ -88,6 +88,8 @@ type Host struct {
 	Previous     string    `json:"previous,omitempty"`
 	SwitchedAt   time.Time `json:"switched_at"`
 	ServicesDone bool      `json:"services_done"`
+	// Verified: the health checks passed for Linked since the switch.
+	Verified bool `json:"verified"`
 }
 
 // ReadHost reads the host record; a missing one is (nil, nil).

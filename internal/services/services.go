@@ -5,6 +5,7 @@ package services
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -50,4 +51,43 @@ func Quote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// PIDScript returns the shell command that prints the service's main PID,
+// or "" when the service names a pidfile (read directly) or its manager
+// has no notion of one.
+func PIDScript(s desired.Service) string {
+	if s.PIDFile != "" {
+		return ""
+	}
+	switch s.Manager {
+	case desired.ManagerSystemd:
+		return "systemctl show -p MainPID --value " + Quote(s.Unit)
+	case desired.ManagerSupervisor:
+		args := []string{"supervisorctl"}
+		if s.Supervisor.Config != "" {
+			args = append(args, "-c", Quote(s.Supervisor.Config))
+		}
+		if s.Supervisor.ServerURL != "" {
+			args = append(args, "-s", Quote(s.Supervisor.ServerURL))
+		}
+		return strings.Join(append(args, "pid", Quote(s.Program)), " ")
+	}
+	return ""
+}
+
+// HasPID reports whether the reconciler can find the service's processes.
+func HasPID(s desired.Service) bool { return s.PIDFile != "" || PIDScript(s) != "" }
+
+// ParsePID reads a PID as a pidfile or a manager prints it.
+func ParsePID(out string) (int, error) {
+	f := strings.Fields(out)
+	if len(f) == 0 {
+		return 0, fmt.Errorf("no pid")
+	}
+	pid, err := strconv.Atoi(f[len(f)-1])
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("not a pid: %q", strings.TrimSpace(out))
+	}
+	return pid, nil
 }

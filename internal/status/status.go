@@ -27,6 +27,7 @@ type Report struct {
 	Previous     string          `json:"previous,omitempty"`
 	LinkProblem  string          `json:"link_problem,omitempty"`
 	Releases     []Release       `json:"releases"`
+	Services     []Service       `json:"services,omitempty"`
 	LastApply    *history.Record `json:"last_apply,omitempty"`
 	Warnings     []string        `json:"warnings,omitempty"`
 }
@@ -45,8 +46,8 @@ type Release struct {
 }
 
 // Make builds the report from an observed host and its history.
-func Make(d *desired.State, a *actual.State, recs []history.Record) *Report {
-	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: history.LastApply(recs)}
+func Make(d *desired.State, a *actual.State, recs []history.Record, svcs []Service) *Report {
+	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: history.LastApply(recs), Services: svcs}
 	switch {
 	case a.Link.Problem != "":
 		r.LinkProblem = a.Link.Problem
@@ -142,6 +143,26 @@ func RenderText(w io.Writer, r *Report) error {
 				extra = x.Error
 			}
 			fmt.Fprintf(tw, "  %s %s\t%s\t%s\t%s\n", mark, x.Name, commit, x.State, extra)
+		}
+		tw.Flush()
+	}
+	if len(r.Services) > 0 {
+		b.WriteString("\nservices:\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, s := range r.Services {
+			switch {
+			case s.PID == 0:
+				fmt.Fprintf(tw, "  %s\t%s\n", s.Name, s.Note)
+			default:
+				where := strings.Join(s.Releases, ", ")
+				warn := ""
+				for _, rel := range s.Releases {
+					if !strings.HasPrefix(rel, "/") && rel != r.Linked {
+						warn = "  (a process runs from a release that is not linked: restart the service)"
+					}
+				}
+				fmt.Fprintf(tw, "  %s\tpid %d, %d processes, running from %s%s\n", s.Name, s.PID, s.Procs, where, warn)
+			}
 		}
 		tw.Flush()
 	}

@@ -1,0 +1,154 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+// withHealth adds a global command check that passes only for commits
+// without a BROKEN file, like a /health that answers 500 in a bad release.
+func withHealth(d *desired.State) *desired.State {
+	d.Health = []desired.Check{{Kind: desired.CheckCommand, Target: "test ! -f BROKEN || { echo 'health: 500' >&2; exit 1; }",
+		Timeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond}}
+	return d
+}
+
+func TestHealthFailureRevertsAndIsNotRetried(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(withHealth(h.desired(h.commit("v1"))))
+	good := h.linked()
+	restarts := len(h.lines("restarts"))
+
+	d := withHealth(h.desired(h.commit("v2", "BROKEN")))
+	res, _, err := h.apply(context.Background(), d)
+	var he *HealthError
+	if !errors.As(err, &he) || he.RevertedTo != good || he.PreviousErr != nil {
+		t.Fatalf("apply of a broken release: %v", err)
+	}
+	if !strings.Contains(err.Error(), "health check command test ! -f BROKEN") || !strings.Contains(err.Error(), "health: 500") {
+		t.Errorf("the message does not name the check and its output: %v", err)
+	}
+	if h.linked() != good {
+		t.Fatalf("linked %s after a failed health check; want %s", h.linked(), good)
+	}
+	bad := res.Release
+	if r := h.record(bad); r.State != record.Failed || r.Failure.Step != "health" {
+		t.Errorf("the broken release is recorded %s (%+v)", r.State, r.Failure)
+	}
+	// The services acted for the switch and again for the return.
+	r := h.lines("restarts")
+	if len(r) != restarts+2 || r[len(r)-1] != h.l.ReleaseDir(good) {
+		t.Errorf("restarts: %v", r[restarts:])
+	}
+	host, _ := record.ReadHost(h.l.HostFile())
+	if host.Linked != good || !host.ServicesDone || !host.Verified {
+		t.Errorf("host record after revert: %+v", host)
+	}
+
+	// Invariant 10: the same target is not tried again...
+	_, _, err = h.apply(context.Background(), d)
+	var be *BlockedError
+	if !errors.As(err, &be) || be.Release != bad || be.Step != "health" {
+		t.Fatalf("second apply: %v", err)
+	}
+	if len(h.lines("restarts")) != restarts+2 {
+		t.Error("a blocked apply restarted services")
+	}
+	// ...unless asked: --retry switches to it again and checks again,
+	// without building it again.
+	builds := len(h.lines("builds"))
+	_, _, err = h.apply(context.Background(), d, func(o *Options) { o.Retry = true })
+	if !errors.As(err, &he) || h.linked() != good {
+		t.Fatalf("retry of a still broken release: %v (linked %s)", err, h.linked())
+	}
+	if len(h.lines("builds")) != builds {
+		t.Error("retry rebuilt a release whose build had succeeded")
+	}
+	// Fixing the release is a new commit: a new target, deployed.
+	h.repo.Git("rm", "-q", "BROKEN")
+	h.mustApply(withHealth(h.desired(h.commit("v3"))))
+	if r := h.record(h.linked()); r.State != record.Complete || h.linked() == good {
+		t.Errorf("fixed release: linked %s, %s", h.linked(), r.State)
+	}
+}
+
+func TestHealthCheckAfterInterruptedSwitchReverts(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(withHealth(h.desired(h.commit("v1"))))
+	good := h.linked()
+	// An apply switched to a broken release and died before its check:
+	// simulate by applying without health, then asking for it.
+	d := h.desired(h.commit("v2", "BROKEN"))
+	h.mustApply(d)
+	host, _ := record.ReadHost(h.l.HostFile())
+	host.Verified = false
+	host.Previous = good
+	record.WriteHost(h.l.HostFile(), host)
+
+	res, _, err := h.apply(context.Background(), withHealth(h.desired(d.Source.Commit)))
+	if len(res.Plan.Steps) == 0 || res.Plan.Steps[0].Action != plan.Health {
+		t.Fatalf("plan after an unverified switch: %+v", res.Plan.Steps)
+	}
+	var he *HealthError
+	if !errors.As(err, &he) || h.linked() != good {
+		t.Fatalf("want a return to %s, got %v (linked %s)", good, err, h.linked())
+	}
+}
+
+// A service whose reload leaves its process in the old release is caught:
+// the apply fails, names the stale process and returns to the old release.
+func TestStaleProcessAfterReloadIsCaught(t *testing.T) {
+	h := newHost(t)
+	pidfile := filepath.Join(h.root, "shared", "app.pid")
+	start := `pid=$(cat ` + pidfile + ` 2>/dev/null) && kill $pid 2>/dev/null; cd "$RECONCILER_ROOT/current" && (sleep 300 >/dev/null 2>&1 & echo $! > ` + pidfile + `)`
+	svc := func(d *desired.State, action string) *desired.State {
+		d.Services = []desired.Service{{Name: "app", Manager: "command", Action: action, Restart: start, Reload: "true",
+			PIDFile: "shared/app.pid", Timeout: time.Minute}}
+		return d
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidfile); err == nil {
+			var pid int
+			for _, c := range strings.TrimSpace(string(b)) {
+				pid = pid*10 + int(c-'0')
+			}
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	old := cwdTimeout
+	cwdTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { cwdTimeout = old })
+
+	h.mustApply(svc(h.desired(h.commit("v1")), "restart"))
+	first := h.linked()
+	// A restart moves the process to the new release: passes.
+	h.mustApply(svc(h.desired(h.commit("v2")), "restart"))
+	second := h.linked()
+	if second == first {
+		t.Fatal("no upgrade")
+	}
+	// A reload that does not re-execute: the process stays in v2.
+	_, _, err := h.apply(context.Background(), svc(h.desired(h.commit("v3")), "reload"))
+	var he *HealthError
+	if !errors.As(err, &he) {
+		t.Fatalf("reload leaving the old process: %v", err)
+	}
+	for _, want := range []string{"service app still runs from the old release after reload", "in releases/" + second, "Use action: restart"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("message lacks %q: %v", want, err)
+		}
+	}
+	if h.linked() != second {
+		t.Errorf("linked %s; want a return to %s", h.linked(), second)
+	}
+}

@@ -1,0 +1,101 @@
+package status
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/procs"
+	"github.com/reconciler-dev/reconciler/internal/runner"
+	"github.com/reconciler-dev/reconciler/internal/services"
+)
+
+// Service is where a service's processes run from.
+type Service struct {
+	Name     string   `json:"name"`
+	PID      int      `json:"pid,omitempty"`
+	Procs    int      `json:"processes,omitempty"` // the main process and its descendants
+	Releases []string `json:"releases,omitempty"`  // the releases they run from
+	Note     string   `json:"note,omitempty"`      // why nothing is known
+}
+
+// ObserveServices finds each service's processes and the releases they run
+// from. It only reads: a pidfile, /proc, and the manager's pid query.
+func ObserveServices(ctx context.Context, d *desired.State, r *runner.Runner) []Service {
+	l := layout.New(d.Root, d.Link)
+	releases := l.ReleasesDir()
+	if real, err := filepath.EvalSymlinks(releases); err == nil {
+		releases = real
+	}
+	var out []Service
+	for _, svc := range d.Services {
+		s := Service{Name: svc.Name}
+		pid, note := mainPID(ctx, d, svc, r)
+		if pid == 0 {
+			s.Note = note
+			out = append(out, s)
+			continue
+		}
+		s.PID = pid
+		seen := map[string]bool{}
+		for _, p := range procs.Tree(pid) {
+			if !procs.Alive(p) {
+				continue
+			}
+			s.Procs++
+			cwd, err := procs.Cwd(p)
+			if err != nil {
+				continue
+			}
+			where := cwd
+			if rel, ok := strings.CutPrefix(cwd, releases+"/"); ok {
+				where, _, _ = strings.Cut(rel, "/")
+			}
+			seen[where] = true
+		}
+		for k := range seen {
+			s.Releases = append(s.Releases, k)
+		}
+		sort.Strings(s.Releases)
+		out = append(out, s)
+	}
+	return out
+}
+
+func mainPID(ctx context.Context, d *desired.State, svc desired.Service, r *runner.Runner) (int, string) {
+	if svc.PIDFile != "" {
+		path := svc.PIDFile
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(d.Root, path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return 0, "pidfile: " + err.Error()
+		}
+		pid, err := services.ParsePID(string(b))
+		if err != nil || !procs.Alive(pid) {
+			return 0, "not running (pidfile " + path + ")"
+		}
+		return pid, ""
+	}
+	script := services.PIDScript(svc)
+	if script == "" {
+		return 0, "no pidfile: processes unknown"
+	}
+	var buf bytes.Buffer
+	err := r.Run(ctx, runner.Command{Name: "pid " + svc.Name, Script: script, Dir: d.Root, Env: os.Environ(), Timeout: 10 * time.Second, Output: &buf})
+	if err != nil {
+		return 0, "not running: " + firstLine(strings.TrimSpace(buf.String()))
+	}
+	pid, err := services.ParsePID(buf.String())
+	if err != nil {
+		return 0, "not running"
+	}
+	return pid, ""
+}
