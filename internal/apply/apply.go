@@ -69,14 +69,14 @@ type Result struct {
 
 type executor struct {
 	Options
-	l       layout.Layout
-	id      string
-	log     *zap.Logger
-	out     io.Writer
-	res     *Result
-	release string          // the release being built
-	rec     *record.Release // its record
-	commit  string
+	l        layout.Layout
+	id       string
+	log      *zap.Logger
+	out      io.Writer
+	res      *Result
+	release  string          // the release being built
+	rec      *record.Release // its record
+	commit   string
 	linked   string // where the link pointed before this apply
 	previous string // the rollback target: where a failed health check returns
 }
