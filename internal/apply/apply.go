@@ -218,7 +218,11 @@ func (e *executor) run(ctx context.Context) error {
 		case plan.Service:
 			err = e.step(ctx, s, func() error { return e.service(ctx, s.Name, e.release, e.commit) })
 			servicesLeft--
-			if err == nil && servicesLeft == 0 {
+			if err != nil && ctx.Err() == nil {
+				// A service that would not restart or reload is not
+				// serving the release: return to the previous one.
+				err = e.revert(ctx, "service "+s.Name, err)
+			} else if err == nil && servicesLeft == 0 {
 				err = e.updateHost(func(h *record.Host) { h.ServicesDone, h.Verified = true, !healthPlanned })
 			}
 		case plan.Health:
@@ -226,7 +230,7 @@ func (e *executor) run(ctx context.Context) error {
 			if err == nil {
 				err = e.updateHost(func(h *record.Host) { h.Verified = true })
 			} else if ctx.Err() == nil {
-				err = e.revert(ctx, err)
+				err = e.revert(ctx, "health", err)
 			}
 		case plan.Prune:
 			err = e.step(ctx, s, func() error { return e.prune(s.Release) })

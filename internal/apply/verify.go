@@ -23,7 +23,8 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
-// HealthError is a release that failed its health check after the switch.
+// HealthError is a release that failed after the switch: a service did not
+// restart or reload, or a health check did not pass.
 type HealthError struct {
 	Release    string // the release that failed
 	Err        error  // the check that failed, with its last output
@@ -33,7 +34,7 @@ type HealthError struct {
 }
 
 func (e *HealthError) Error() string {
-	msg := fmt.Sprintf("release %s failed its health check: %v", e.Release, e.Err)
+	msg := fmt.Sprintf("release %s failed after the switch: %v", e.Release, e.Err)
 	switch {
 	case e.RevertedTo == "":
 		msg += "; there is no previous release to return to, so the link stays on it"
@@ -153,10 +154,10 @@ func (e *executor) mainPID(ctx context.Context, svc desired.Service) (int, error
 }
 
 // revert returns the link to the previous release after the target failed
-// its health check: switch back, act on the services again, check the
+// step (a service action or the health check): switch back, act on the services again, check the
 // previous release, and only then record the target failed — so the link
 // never points at a release recorded failed.
-func (e *executor) revert(ctx context.Context, cause error) error {
+func (e *executor) revert(ctx context.Context, step string, cause error) error {
 	failed := e.release
 	herr := &HealthError{Release: failed, Err: errors.Unwrap(cause)}
 	if herr.Err == nil {
@@ -169,7 +170,7 @@ func (e *executor) revert(ctx context.Context, cause error) error {
 			return err
 		}
 		rec.State = record.Failed
-		rec.Failure = &record.Failure{Step: "health", Error: herr.Err.Error(), At: e.Now().UTC()}
+		rec.Failure = &record.Failure{Step: step, Error: herr.Err.Error(), At: e.Now().UTC()}
 		return record.WriteRelease(e.l.RecordFile(failed), rec)
 	}
 	if prev == "" || prev == failed {
@@ -209,7 +210,7 @@ func (e *executor) revert(ctx context.Context, cause error) error {
 	if err := e.updateHost(func(h *record.Host) { h.ServicesDone = true }); err != nil {
 		return err
 	}
-	s := plan.Step{Action: plan.Health, Release: prev, Name: "health", Reason: "revert"}
+	s := plan.Step{Action: plan.Health, Release: prev, Name: "health", Detail: plan.HealthDetail(e.Desired), Reason: "revert"}
 	if err := e.step(ctx, s, func() error { return e.verify(ctx, prev, prevRec.Commit) }); err != nil {
 		herr.PreviousErr = errors.Unwrap(err)
 		return herr

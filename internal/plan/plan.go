@@ -221,9 +221,9 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	if NeedsHealth(d) {
 		switch {
 		case switched || pending != "":
-			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: healthDetail(d), Reason: "verify the release serves; return to the previous one if not"})
+			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d), Reason: "verify the release serves; return to the previous one if not"})
 		case a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.Verified:
-			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: healthDetail(d),
+			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d),
 				Reason: fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)})
 		}
 	}
@@ -248,7 +248,8 @@ func NeedsHealth(d *desired.State) bool {
 	return false
 }
 
-func healthDetail(d *desired.State) string {
+// HealthDetail says what a health step verifies.
+func HealthDetail(d *desired.State) string {
 	var parts []string
 	for _, s := range d.Services {
 		if services.HasPID(s) {

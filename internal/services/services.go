@@ -31,14 +31,17 @@ func Script(s desired.Service) (string, error) {
 		}
 		// supervisorctl has no reload of one program; "signal HUP" is
 		// what a graceful reload of gunicorn or puma needs.
+		want := ": started"
 		if s.Action == desired.ActionReload {
 			args = append(args, "signal", "HUP", Quote(s.Program))
+			want = ": signalled"
 		} else {
 			args = append(args, "restart", Quote(s.Program))
 		}
-		// supervisorctl exits 0 on some failures and prints ERROR; make
-		// those fail the action.
-		return fmt.Sprintf("out=$(%s 2>&1); st=$?; printf '%%s\\n' \"$out\"; case \"$out\" in *ERROR*|*FATAL*) exit 1;; esac; exit $st", strings.Join(args, " ")), nil
+		// supervisorctl's exit status is not reliable across versions, and
+		// restarting a stopped program prints "ERROR (not running)" before
+		// "started": success is the word it prints when it did the job.
+		return fmt.Sprintf("out=$(%s 2>&1); printf '%%s\\n' \"$out\"; case \"$out\" in *%q*) exit 0;; esac; exit 1", strings.Join(args, " "), want), nil
 	}
 	return "", fmt.Errorf("service %s: unknown manager %q", s.Name, s.Manager)
 }
