@@ -37,16 +37,17 @@ type Git interface {
 
 // Options configure one apply.
 type Options struct {
-	Desired     *desired.State
-	Git         Git
-	Runner      *runner.Runner
-	Log         *zap.Logger
-	Out         io.Writer // progress for people; nil for none
-	Retry       bool
-	LockTimeout time.Duration
-	Trigger     string           // what started the apply: "cli", "schedule", ...
-	Env         []string         // base environment of commands, usually os.Environ()
-	Now         func() time.Time // the clock; time.Now when nil
+	Desired      *desired.State
+	Git          Git
+	Runner       *runner.Runner
+	Log          *zap.Logger
+	Out          io.Writer // progress for people; nil for none
+	Retry        bool
+	LockTimeout  time.Duration
+	Trigger      string           // what started the apply: "cli", "schedule", ...
+	ConfigCommit string           // the config repository commit of the desired file, if any
+	Env          []string         // base environment of commands, usually os.Environ()
+	Now          func() time.Time // the clock; time.Now when nil
 }
 
 // StepResult is what happened to one step.
@@ -122,7 +123,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		e.res.Error = err.Error()
 	}
-	rec := history.Record{Time: opts.Now().UTC(), Kind: history.KindApply, ApplyID: e.id, Trigger: opts.Trigger,
+	rec := history.Record{Time: opts.Now().UTC(), Kind: history.KindApply, ApplyID: e.id, Trigger: opts.Trigger, ConfigCommit: opts.ConfigCommit,
 		Commit: e.commit, Release: e.res.Release, Result: e.res.Result, Duration: opts.Now().Sub(start).Seconds(), Error: e.res.Error}
 	if herr := history.Append(e.l.HistoryFile(), rec); herr != nil && err == nil {
 		err = herr

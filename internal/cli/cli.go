@@ -109,7 +109,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.file, "file", "f", "desired.yaml", "the desired state file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	root.AddCommand(
-		validateCmd(g), planCmd(g), applyCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
+		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
 	)
 	return root
 }
@@ -268,20 +268,14 @@ func statusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := actual.Observe(cmd.Context(), d, nil)
-			if err != nil {
-				return err
-			}
-			recs, _, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
-			if err != nil {
-				return err
-			}
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
-			svcs := status.ObserveServices(cmd.Context(), d, &runner.Runner{Log: log.Named("run")})
-			r := status.Make(d, a, recs, svcs)
+			r, err := statusReport(cmd.Context(), d, log)
+			if err != nil {
+				return err
+			}
 			if asJSON {
 				return status.RenderJSON(g.stdout, r)
 			}
@@ -369,4 +363,18 @@ func versionCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// statusReport observes the host for `status` and the daemon's /status.
+func statusReport(ctx context.Context, d *desired.State, log *zap.Logger) (*status.Report, error) {
+	a, err := actual.Observe(ctx, d, nil)
+	if err != nil {
+		return nil, err
+	}
+	recs, _, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
+	if err != nil {
+		return nil, err
+	}
+	svcs := status.ObserveServices(ctx, d, &runner.Runner{Log: log.Named("run")})
+	return status.Make(d, a, recs, svcs), nil
 }

@@ -51,6 +51,12 @@ func Parse(r io.Reader, file string) (*State, error) {
 	return parse(r, file, filepath.Dir(file))
 }
 
+// ParseAt is Parse for a file whose name in messages differs from where it
+// is: a file read from a git commit. dir anchors relative paths.
+func ParseAt(r io.Reader, name, dir string) (*State, error) {
+	return parse(r, name, dir)
+}
+
 func parse(r io.Reader, file, base string) (*State, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {

@@ -29,16 +29,19 @@ const (
 
 // Record is one line of the history.
 type Record struct {
-	Time     time.Time `json:"time"`
-	Kind     string    `json:"kind"`
-	ApplyID  string    `json:"apply_id"`
-	Trigger  string    `json:"trigger,omitempty"`
-	Commit   string    `json:"commit,omitempty"`
-	Release  string    `json:"release,omitempty"`
-	Step     string    `json:"step,omitempty"` // "build venv", "switch", "restart web"
-	Result   string    `json:"result"`
-	Duration float64   `json:"duration_s"`
-	Error    string    `json:"error,omitempty"`
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"`
+	ApplyID string    `json:"apply_id"`
+	Trigger string    `json:"trigger,omitempty"`
+	// ConfigCommit is the config repository commit the desired file came
+	// from, for the daemon with --config-repo.
+	ConfigCommit string  `json:"config_commit,omitempty"`
+	Commit       string  `json:"commit,omitempty"`
+	Release      string  `json:"release,omitempty"`
+	Step         string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
+	Result       string  `json:"result"`
+	Duration     float64 `json:"duration_s"`
+	Error        string  `json:"error,omitempty"`
 }
 
 // Append adds rec to the history file at path and syncs it: a history that

@@ -171,6 +171,9 @@ func RenderText(w io.Writer, r *Report) error {
 		if a.Trigger != "" {
 			fmt.Fprintf(&b, ", trigger %s", a.Trigger)
 		}
+		if a.ConfigCommit != "" {
+			fmt.Fprintf(&b, ", config commit %.8s", a.ConfigCommit)
+		}
 		b.WriteString(")\n")
 		if a.Error != "" {
 			fmt.Fprintf(&b, "  %s\n", firstLine(a.Error))

@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/reconciler-dev/reconciler/internal/apply"
+	"github.com/reconciler-dev/reconciler/internal/daemon"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/runner"
+	"github.com/reconciler-dev/reconciler/internal/source"
+)
+
+type runFlags struct {
+	configRepo, configPath, configBranch, configCache string
+	poll, grace, runTimeout                           time.Duration
+	schedule, listen, secretFile, logFormat           string
+}
+
+func runCmd(g *globals) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run as a daemon: reconcile when desired.yaml changes or is committed, on its schedule, and on webhooks",
+		Long: `Run as a daemon. The desired state comes from -f FILE (watched), or with
+--config-repo from a file committed to a git repository (only committed
+content deploys). Each change, each tick of the schedule, each signed
+webhook and SIGHUP trigger a reconcile; one runs at a time. SIGTERM lets the
+running step finish within --grace.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return g.run(cmd, f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.configRepo, "config-repo", "", "git repository (URL or local path) holding the desired file")
+	fl.StringVar(&f.configPath, "config-path", "", "path of the desired file in --config-repo")
+	fl.StringVar(&f.configBranch, "config-branch", "main", "branch of --config-repo to deploy")
+	fl.StringVar(&f.configCache, "config-cache", "", "where a remote --config-repo is cloned (default: the user cache folder)")
+	fl.DurationVar(&f.poll, "poll", time.Minute, "how often a remote --config-repo is asked for new commits")
+	fl.StringVar(&f.schedule, "schedule", "", "cron spec overriding schedule: in desired.yaml")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:9280", "HTTP address for /healthz /readyz /status /metrics /hooks/reconcile; \"\" for none")
+	fl.StringVar(&f.secretFile, "webhook-secret-file", "", "file holding the webhook's HMAC secret; without it the webhook is off")
+	fl.StringVar(&f.logFormat, "log-format", "json", "json or console")
+	fl.DurationVar(&f.grace, "grace", 30*time.Second, "on SIGTERM, how long the running step may finish before it is cancelled")
+	fl.DurationVar(&f.runTimeout, "run-timeout", time.Hour, "deadline of one reconcile")
+	return cmd
+}
+
+func (f *runFlags) validate(cmd *cobra.Command) error {
+	var errs []error
+	if f.configRepo != "" && f.configPath == "" {
+		errs = append(errs, errors.New("--config-repo needs --config-path"))
+	}
+	if f.configRepo == "" && (f.configPath != "" || cmd.Flags().Changed("config-branch")) {
+		errs = append(errs, errors.New("--config-path and --config-branch need --config-repo"))
+	}
+	if f.configRepo != "" && cmd.Flags().Changed("file") {
+		errs = append(errs, errors.New("-f and --config-repo are two sources; give one"))
+	}
+	if f.configBranch != "" {
+		if err := desired.CheckRef(f.configBranch); err != nil {
+			errs = append(errs, fmt.Errorf("--config-branch: %w", err))
+		}
+	}
+	if f.schedule != "" {
+		if err := desired.ValidateSchedule(f.schedule); err != nil {
+			errs = append(errs, fmt.Errorf("--schedule: %w", err))
+		}
+	}
+	for name, d := range map[string]time.Duration{"--poll": f.poll, "--grace": f.grace, "--run-timeout": f.runTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	if f.logFormat != "json" && f.logFormat != "console" {
+		errs = append(errs, fmt.Errorf("--log-format must be json or console, got %q", f.logFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func (g *globals) run(cmd *cobra.Command, f runFlags) error {
+	if err := f.validate(cmd); err != nil {
+		return err
+	}
+	level := "info"
+	if cmd.Flags().Changed("log-level") {
+		level = g.logLevel
+	}
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder = zapcore.NewJSONEncoder(enc)
+	if f.logFormat == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	}
+	log := zap.New(zapcore.NewCore(encoder, zapcore.AddSync(g.stderr), lvl)).Named("run")
+	defer log.Sync()
+
+	var secret []byte
+	if f.secretFile != "" {
+		b, err := os.ReadFile(f.secretFile)
+		if err != nil {
+			return fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		if secret = []byte(strings.TrimSpace(string(b))); len(secret) < 16 {
+			return fmt.Errorf("--webhook-secret-file: the secret is %d bytes; use at least 16", len(secret))
+		}
+	}
+
+	var src source.Source
+	if f.configRepo != "" {
+		cacheDir := f.configCache
+		if cacheDir == "" {
+			base, err := os.UserCacheDir()
+			if err != nil {
+				base = os.TempDir()
+			}
+			sum := sha256.Sum256([]byte(f.configRepo))
+			cacheDir = filepath.Join(base, "reconciler", "config-"+hex.EncodeToString(sum[:6]))
+		}
+		src = &source.Repo{URL: f.configRepo, Path: f.configPath, Branch: f.configBranch, CacheDir: cacheDir, Poll: f.poll, Log: log}
+	} else {
+		src = &source.File{Path: g.file, Log: log}
+	}
+
+	d := daemon.New(daemon.Options{
+		Source:   src,
+		Log:      log,
+		Schedule: f.schedule,
+		Timeout:  f.runTimeout,
+		Grace:    f.grace,
+		Apply: func(ctx context.Context, st *desired.State, snap *source.Snapshot, trigger string, rlog *zap.Logger) (*apply.Result, error) {
+			return apply.Apply(ctx, apply.Options{
+				Desired: st, Git: cache(st), Runner: &runner.Runner{Log: rlog.Named("cmd")}, Log: rlog,
+				Out: io.Discard, Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(),
+			})
+		},
+	})
+
+	ctx := cmd.Context()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: re-reading the desired state")
+				d.Trigger("signal")
+			}
+		}
+	}()
+
+	errc := make(chan error, 1)
+	if f.listen != "" {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		if host, _, _ := net.SplitHostPort(f.listen); host != "127.0.0.1" && host != "localhost" && host != "::1" {
+			log.Warn("listening beyond loopback: /status and /metrics are readable by anyone who reaches it", zap.String("listen", f.listen))
+		}
+		srv := &daemon.Server{Daemon: d, Secret: secret, Log: log, Status: func(ctx context.Context) (any, error) {
+			return statusReport(ctx, d.Desired(), log)
+		}}
+		go func() { errc <- srv.Serve(ctx, ln) }()
+		log.Info("listening", zap.String("addr", ln.Addr().String()))
+	} else {
+		errc <- nil
+	}
+	log.Info("daemon started", zap.String("source", describe(f, g.file)))
+	err = d.Run(ctx)
+	if serr := <-errc; serr != nil && err == nil {
+		err = serr
+	}
+	log.Info("daemon stopped")
+	return err
+}
+
+func describe(f runFlags, file string) string {
+	if f.configRepo != "" {
+		return f.configRepo + "@" + f.configBranch + ":" + f.configPath
+	}
+	return file
+}
