@@ -33,7 +33,7 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone")
+	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon")
 	flag.Parse()
 	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10}
 	if *quick {
@@ -46,11 +46,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "rollback", "export", "clone"} {
+	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon}[name]()
 	}
 }
 

@@ -446,3 +446,29 @@ func TestWebhookSignature(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+func TestPolledRemoteRepo(t *testing.T) {
+	e := newEnv(t)
+	cfg := testgit.New(t)
+	cfg.Write("d.yaml", e.yaml(e.v1, ""))
+	cfg.Commit("c1")
+	ra := &realApply{}
+	src := &source.Repo{URL: "file://" + cfg.Dir, Path: "d.yaml", Branch: "main", CacheDir: filepath.Join(t.TempDir(), "cache"),
+		Poll: 100 * time.Millisecond, Log: zaptest.NewLogger(t)}
+	if src.Local() {
+		t.Fatal("a file:// URL should be cloned and polled")
+	}
+	_, stop := start(t, Options{Source: src, Apply: ra.fn(t)})
+	defer stop()
+	e.waitLinked(e.v1[:8], 10*time.Second)
+	cfg.Write("d.yaml", e.yaml(e.v2, ""))
+	time.Sleep(400 * time.Millisecond)
+	if !strings.HasSuffix(e.linked(), e.v1[:8]) {
+		t.Fatal("an uncommitted edit deployed from a remote")
+	}
+	c2 := cfg.Commit("c2")
+	e.waitLinked(e.v2[:8], 5*time.Second)
+	if ra.lastRev() != c2 {
+		t.Errorf("deployed config %s, want %s", ra.lastRev(), c2)
+	}
+}

@@ -34,15 +34,16 @@ type Repo struct {
 }
 
 // Local reports whether the repository is a path on this host, read in
-// place and watched with fsnotify.
+// place and watched with fsnotify. A file:// URL goes through the git
+// transport like any remote: cloned, and polled.
 func (r *Repo) Local() bool {
 	if strings.Contains(r.URL, "://") {
-		return strings.HasPrefix(r.URL, "file://")
+		return false
 	}
 	return !strings.Contains(r.URL, ":") || filepath.IsAbs(r.URL)
 }
 
-func (r *Repo) localPath() string { return strings.TrimPrefix(r.URL, "file://") }
+func (r *Repo) localPath() string { return r.URL }
 
 func (r *Repo) open() (*git.Repository, error) {
 	if r.Local() {
