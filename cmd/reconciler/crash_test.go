@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -17,7 +18,10 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
-var kills = flag.Int("kills", 40, "how many applies TestCrashAnyInstant kills")
+var (
+	kills = flag.Int("kills", 200, "how many applies TestCrashAnyInstant kills")
+	soak  = flag.Bool("soak", false, "TestCrashAnyInstant: 2000 kills unless -kills says otherwise")
+)
 
 // buildBinary builds the reconciler once per test binary run.
 var buildBinary = sync.OnceValues(func() (string, error) {
@@ -35,10 +39,11 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 
 // TestCrashAnyInstant is invariant 1 under SIGKILL: the real binary applies
 // changing targets (new commits, a changed build step, rollbacks, pruning
-// with keep 2) and is killed at a random instant, while a reader resolves
-// the link as fast as it can. Every observation must find the link pointing
-// at a release recorded complete; after each kill the next apply must
-// converge.
+// with keep 2) and is killed — half the time at a random instant, half the
+// time exactly at a step boundary (when the history file grows by its Nth
+// line) — while a reader resolves the link as fast as it can. Every
+// observation must find the link pointing at a release recorded complete;
+// after each kill the next apply must converge.
 func TestCrashAnyInstant(t *testing.T) {
 	bin, err := buildBinary()
 	if err != nil {
@@ -113,15 +118,35 @@ services:
 		}
 	}()
 
+	n := *kills
+	if *soak && !flagSet("kills") {
+		n = 2000
+	}
+	hist := filepath.Join(root, ".reconciler", "history.jsonl")
+	lines := func() int {
+		b, _ := os.ReadFile(hist)
+		return bytes.Count(b, []byte("\n"))
+	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	killed, failedConverge := 0, 0
-	for i := 1; i <= *kills; i++ {
+	killed, atBoundary, failedConverge := 0, 0, 0
+	for i := 1; i <= n; i++ {
 		write(i)
+		base := lines()
 		cmd := apply()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rng.Intn(160)) * time.Millisecond)
+		if i%2 == 0 {
+			time.Sleep(time.Duration(rng.Intn(160)) * time.Millisecond)
+		} else {
+			// Right after the Nth step of this apply was recorded.
+			want := base + 1 + rng.Intn(8)
+			deadline := time.Now().Add(2 * time.Second)
+			for lines() < want && time.Now().Before(deadline) {
+				time.Sleep(200 * time.Microsecond)
+			}
+			atBoundary++
+		}
 		if cmd.Process.Signal(syscall.SIGKILL) == nil {
 			killed++
 		}
@@ -142,13 +167,19 @@ services:
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("kills %d, link observations %d, broken %d, failed convergences %d", killed, observations.Load(), broken.Load(), failedConverge)
+	t.Logf("kills %d (%d at a step boundary), link observations %d, broken %d, failed convergences %d", killed, atBoundary, observations.Load(), broken.Load(), failedConverge)
 	if broken.Load() > 0 {
 		t.Errorf("%d broken link observations; first: %v", broken.Load(), firstBroken.Load())
 	}
-	if observations.Load() < int64(*kills)*10 {
+	if observations.Load() < int64(n)*10 {
 		t.Errorf("only %d observations: the reader did not run", observations.Load())
 	}
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // checkLink returns what is wrong with the link, or "".
