@@ -229,7 +229,9 @@ func (e *executor) run(ctx context.Context) error {
 		case plan.Health:
 			err = e.step(ctx, s, func() error { return e.verify(ctx, e.release, e.commit) })
 			if err == nil {
-				err = e.updateHost(func(h *record.Host) { h.Verified = true })
+				// The services acted before the check (a failed action
+				// reverts), so both are done.
+				err = e.updateHost(func(h *record.Host) { h.ServicesDone, h.Verified = true, true })
 			} else if ctx.Err() == nil {
 				err = e.revert(ctx, "health", err)
 			}
@@ -535,9 +537,11 @@ func (e *executor) switchLink(servicesDone, verified bool) error {
 	if err != nil {
 		return fmt.Errorf("release %s: %w", e.release, err)
 	}
-	if rec.State == record.Failed && e.Retry && e.allStepsDone(rec) {
-		// --retry of a release that was built but failed its health
-		// check: it is complete again, and the check will judge it anew.
+	if e.allStepsDone(rec) && (rec.State == record.Building || (rec.State == record.Failed && e.Retry)) {
+		// Every step is recorded done, so the release is complete: a
+		// record left "building" (by an older writer, or by hand), or
+		// --retry of a release that was built but failed after the
+		// switch, which the checks will judge anew.
 		rec.State, rec.Failure = record.Complete, nil
 		if err := record.WriteRelease(e.l.RecordFile(e.release), rec); err != nil {
 			return err

@@ -198,7 +198,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	// Services act when the link moves, or when it moved in an apply that
 	// stopped before they acted.
 	pending := ""
-	if !switched && a.Link.Release != "" {
+	if !switched && a.Link.Release != "" && len(d.Services) > 0 {
 		switch {
 		case a.Host == nil || a.Host.Linked != a.Link.Release:
 			pending = fmt.Sprintf("the link moved to %s without the services acting", a.Link.Release)
@@ -206,7 +206,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 			pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
 		}
 	}
-	if !switched && pending == "" && a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.ServicesDone {
+	if !switched && pending == "" && len(d.Services) > 0 && a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.ServicesDone {
 		pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
 	}
 	if switched || pending != "" {
