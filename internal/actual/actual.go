@@ -218,6 +218,12 @@ func observeCommit(ctx context.Context, ref string, git Git) (Commit, error) {
 	c := Commit{Ref: ref}
 	sha, kind, err := git.Resolve(ctx, ref)
 	switch {
+	case errors.Is(err, gitcache.ErrDamaged):
+		c.Why = fmt.Sprintf("the git cache is damaged (%v); the fetch clones it afresh", err)
+		if desired.IsFullHash(ref) {
+			c.SHA = ref
+		}
+		return c, nil
 	case errors.Is(err, gitcache.ErrNotFound):
 		c.Why = fmt.Sprintf("%s is not in the cache", ref)
 		if desired.IsFullHash(ref) {

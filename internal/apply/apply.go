@@ -18,6 +18,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
@@ -33,6 +34,8 @@ type Git interface {
 	actual.Git
 	Fetch(ctx context.Context) error
 	Export(ctx context.Context, sha, subpath, dest string) error
+	// Repair clones the cache afresh after an export found it damaged.
+	Repair(ctx context.Context, cause error) error
 }
 
 // Options configure one apply.
@@ -336,7 +339,8 @@ func (e *executor) releaseStep(ctx context.Context, s plan.Step, fn func() error
 		e.rec.State = record.Failed
 		e.rec.Failure = &record.Failure{Step: s.Name, Error: errors.Unwrap(err).Error(), At: e.Now().UTC()}
 		if werr := e.writeRecord(); werr != nil {
-			return werr
+			// The release stays "building": the next apply resumes it.
+			return fmt.Errorf("%w; recording the failure failed too: %v", err, werr)
 		}
 		return err
 	}
@@ -409,6 +413,33 @@ func (e *executor) create() error {
 // it was recorded is redone from an empty directory.
 func (e *executor) export(ctx context.Context) error {
 	dir := e.l.ReleaseDir(e.release)
+	if err := e.clearRelease(dir); err != nil {
+		return err
+	}
+	err := e.Git.Export(ctx, e.commit, e.Desired.Source.Path, dir)
+	if errors.Is(err, gitcache.ErrDamaged) {
+		// The cache lost objects: a fetch clones it afresh; then the
+		// export starts again from an empty release.
+		e.log.Warn("git cache damaged; re-cloning", zap.Error(err))
+		fmt.Fprintf(e.out, "  the git cache is damaged (%v); cloning it afresh\n", err)
+		if rerr := e.Git.Repair(ctx, err); rerr != nil {
+			return fmt.Errorf("%v; repairing the cache: %w", err, rerr)
+		}
+		if err := e.clearRelease(dir); err != nil {
+			return err
+		}
+		err = e.Git.Export(ctx, e.commit, e.Desired.Source.Path, dir)
+	}
+	if err != nil {
+		// A partial export is redone from scratch on the next try; remove
+		// it now, so that a full disk has room for the failure record.
+		e.clearRelease(dir)
+	}
+	return err
+}
+
+// clearRelease empties a release directory but for its record.
+func (e *executor) clearRelease(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -421,7 +452,7 @@ func (e *executor) export(ctx context.Context) error {
 			return err
 		}
 	}
-	return e.Git.Export(ctx, e.commit, e.Desired.Source.Path, dir)
+	return nil
 }
 
 // linkShared links each shared path into the release, replacing what the

@@ -31,6 +31,10 @@ const (
 	KindBranch Kind = "branch" // moves: the remote is asked where it points
 )
 
+// ErrDamaged marks a cache that cannot be read: objects missing, a ref
+// file empty or a stale lock. Fetch repairs it by cloning afresh.
+var ErrDamaged = errors.New("the git cache is damaged")
+
 // ErrNotFound is returned by Resolve when the cache does not have the ref
 // (or there is no cache yet): a fetch is needed.
 var ErrNotFound = errors.New("not in the cache")
@@ -43,6 +47,9 @@ type Error struct {
 	Op        string
 	Err       error
 	Transient bool
+	// Remote: the remote refused (not found, authentication); the cache
+	// is not at fault.
+	Remote bool
 }
 
 func (e *Error) Error() string { return e.Op + ": " + e.Err.Error() }
@@ -61,6 +68,9 @@ type Cache struct {
 	// Writers is how many goroutines write exported files; 0 means
 	// DefaultWriters.
 	Writers int
+	// Repaired is set when the last Fetch found the cache damaged and
+	// cloned it afresh: why.
+	Repaired string
 }
 
 // open opens the cache. The caller must call close. Pack files stay open
@@ -77,7 +87,7 @@ func (c *Cache) open() (r *git.Repository, close func(), err error) {
 	r, err = git.Open(st, nil)
 	if err != nil {
 		st.Close()
-		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: err}
+		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: fmt.Errorf("%w: %v", ErrDamaged, err)}
 	}
 	return r, func() { st.Close() }, nil
 }
@@ -131,7 +141,7 @@ func (c *Cache) Resolve(ctx context.Context, ref string) (sha string, kind Kind,
 		}
 		h, err := r.ResolveRevision(plumbing.Revision(k.name))
 		if err != nil {
-			return "", "", &Error{Op: fmt.Sprintf("resolve %s", ref), Err: fmt.Errorf("%s points at %s, which the cache cannot read: %w", k.name, rf.Hash(), err)}
+			return "", "", &Error{Op: fmt.Sprintf("resolve %s", ref), Err: fmt.Errorf("%w: %s points at %s, which it cannot read: %v", ErrDamaged, k.name, rf.Hash(), err)}
 		}
 		return h.String(), k.kind, nil
 	}
@@ -182,6 +192,17 @@ func (c *Cache) Fetch(ctx context.Context) error {
 	if !c.Exists() {
 		return c.clone(ctx, auth)
 	}
+	err = c.fetch(ctx, auth)
+	var ge *Error
+	if err == nil || (errors.As(err, &ge) && (ge.Transient || ge.Remote)) {
+		return err
+	}
+	// Anything else is the cache's own fault (a stale lock, a truncated
+	// ref, missing objects): do what git-sync does, start afresh.
+	return c.repair(ctx, auth, err)
+}
+
+func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 	r, done, err := c.open()
 	if err != nil {
 		return err
@@ -201,6 +222,60 @@ func (c *Cache) Fetch(ctx context.Context) error {
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return translate("fetch "+c.URL, err)
 	}
+	// A fetch that found nothing new says nothing of the objects the
+	// refs point at: check that every tip can be read.
+	refs, err := r.References()
+	if err != nil {
+		return &Error{Op: "check cache", Err: fmt.Errorf("%w: %v", ErrDamaged, err)}
+	}
+	defer refs.Close()
+	return refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() != plumbing.HashReference {
+			return nil
+		}
+		if _, err := r.CommitObject(ref.Hash()); err == nil {
+			return nil
+		}
+		if tag, err := r.TagObject(ref.Hash()); err == nil {
+			if _, err := tag.Commit(); err == nil {
+				return nil
+			}
+		}
+		return &Error{Op: "check cache", Err: fmt.Errorf("%w: %s points at %s, which it cannot read", ErrDamaged, ref.Name(), ref.Hash())}
+	})
+}
+
+// Repair clones the cache afresh, for damage Fetch cannot see: a blob
+// missing behind readable refs.
+func (c *Cache) Repair(ctx context.Context, cause error) error {
+	auth, err := c.auth()
+	if err != nil {
+		return err
+	}
+	if !c.Exists() {
+		return c.clone(ctx, auth)
+	}
+	return c.repair(ctx, auth, cause)
+}
+
+// repair moves the damaged cache aside and clones afresh. The damaged copy
+// is deleted once the new cache is in place.
+func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, cause error) error {
+	if err := os.MkdirAll(c.TmpDir, 0o755); err != nil {
+		return &Error{Op: "repair cache", Err: err}
+	}
+	aside, err := os.MkdirTemp(c.TmpDir, "damaged-")
+	if err != nil {
+		return &Error{Op: "repair cache", Err: err}
+	}
+	if err := os.Rename(c.Dir, filepath.Join(aside, "repo")); err != nil {
+		return &Error{Op: "repair cache", Err: err}
+	}
+	if err := c.clone(ctx, auth); err != nil {
+		return fmt.Errorf("re-clone the damaged cache (%v): %w", cause, err)
+	}
+	os.RemoveAll(aside)
+	c.Repaired = cause.Error()
 	return nil
 }
 
@@ -289,18 +364,18 @@ func translate(op string, err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &Error{Op: op, Err: err, Transient: true}
 	case errors.Is(err, transport.ErrAuthenticationRequired):
-		return &Error{Op: op, Err: errors.New("authentication required: set source.ssh_key or credentials for this remote")}
+		return &Error{Op: op, Remote: true, Err: errors.New("authentication required: set source.ssh_key or credentials for this remote")}
 	case errors.Is(err, transport.ErrAuthorizationFailed):
-		return &Error{Op: op, Err: errors.New("authorization refused by the remote")}
+		return &Error{Op: op, Remote: true, Err: errors.New("authorization refused by the remote")}
 	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return &Error{Op: op, Err: errors.New("repository not found")}
+		return &Error{Op: op, Remote: true, Err: errors.New("repository not found")}
 	case errors.Is(err, transport.ErrEmptyRemoteRepository):
-		return &Error{Op: op, Err: errors.New("the remote repository is empty")}
+		return &Error{Op: op, Remote: true, Err: errors.New("the remote repository is empty")}
 	}
 	var ne net.Error
 	var ue *url.Error
 	if errors.As(err, &ne) || errors.As(err, &ue) || strings.Contains(err.Error(), "connection refused") {
-		return &Error{Op: op, Err: err, Transient: true}
+		return &Error{Op: op, Err: err, Transient: true, Remote: true}
 	}
 	return &Error{Op: op, Err: err}
 }

@@ -53,11 +53,11 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	defer done()
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
-		return &Error{Op: "export " + sha, Err: fmt.Errorf("read commit: %w", err)}
+		return &Error{Op: "export " + sha, Err: fmt.Errorf("%w: read commit: %v", ErrDamaged, err)}
 	}
 	tree, err := commit.Tree()
 	if err != nil {
-		return &Error{Op: "export " + sha, Err: fmt.Errorf("read tree: %w", err)}
+		return &Error{Op: "export " + sha, Err: fmt.Errorf("%w: read tree: %v", ErrDamaged, err)}
 	}
 	if subpath != "" {
 		tree, err = tree.Tree(subpath)
@@ -134,7 +134,7 @@ func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) 
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("walk tree: %w", err)
+			return fmt.Errorf("%w: walk tree: %v", ErrDamaged, err)
 		}
 		// Tree entry names can't hold "/" or be "..", but the tree is
 		// input: check rather than trust.
@@ -164,7 +164,7 @@ func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) 
 func writeEntry(r *git.Repository, j job) error {
 	blob, err := r.BlobObject(j.hash)
 	if err != nil {
-		return fmt.Errorf("read blob %s: %w", j.hash, err)
+		return fmt.Errorf("%w: read blob %s: %v", ErrDamaged, j.hash, err)
 	}
 	rd, err := blob.Reader()
 	if err != nil {
