@@ -210,3 +210,28 @@ func TestDiskFullDuringExport(t *testing.T) {
 	}
 	t.Logf("disk full: %.160s", err.Error())
 }
+
+// A kill inside the switch, after the temporary link was made and before
+// the rename, leaves only the temporary link: the link itself is intact,
+// and the next apply removes the leftover.
+func TestKillInsideSwitchLeavesOnlyTheTempLink(t *testing.T) {
+	h := newHost(t)
+	d := h.desired(h.commit("v1"))
+	h.mustApply(d)
+	good := h.linked()
+	tmp := filepath.Join(h.root, ".current.tmp-0123456789ab")
+	if err := os.Symlink("releases/"+good, tmp); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(h.l.TmpDir(), "20991231T000000Z-00000000"), 0o755) // a staged release
+	res, _ := h.mustApply(d)
+	if res.Result != "no-changes" || h.linked() != good {
+		t.Errorf("result %s, linked %s", res.Result, h.linked())
+	}
+	if _, err := os.Lstat(tmp); err == nil {
+		t.Error("the temporary link was left")
+	}
+	if _, err := os.Stat(h.l.TmpDir()); err == nil {
+		t.Error("the staging folder was left")
+	}
+}
