@@ -1,11 +1,9 @@
 package apply
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,7 +17,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
-	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
@@ -91,7 +88,7 @@ func (e *executor) checkCwd(ctx context.Context, svc desired.Service, release st
 	deadline := time.Now().Add(cwdTimeout)
 	var last string
 	for {
-		pid, err := e.mainPID(ctx, svc)
+		pid, err := procs.MainPID(ctx, e.Runner, svc, e.Desired.Root, e.env(e.release))
 		if err != nil {
 			last = fmt.Sprintf("service %s: no main process: %v", svc.Name, err)
 		} else {
@@ -125,32 +122,6 @@ func (e *executor) checkCwd(ctx context.Context, svc desired.Service, release st
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// mainPID finds the service's main process: its pidfile, or its manager.
-func (e *executor) mainPID(ctx context.Context, svc desired.Service) (int, error) {
-	if svc.PIDFile != "" {
-		path := svc.PIDFile
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(e.Desired.Root, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return 0, err
-		}
-		pid, err := services.ParsePID(string(b))
-		if err == nil && !procs.Alive(pid) {
-			err = fmt.Errorf("pid %d from %s is not running", pid, path)
-		}
-		return pid, err
-	}
-	var out bytes.Buffer
-	err := e.Runner.Run(ctx, runner.Command{Name: "pid " + svc.Name, Script: services.PIDScript(svc), Dir: e.Desired.Root,
-		Env: e.env(e.release), Timeout: 30 * time.Second, Output: &out})
-	if err != nil {
-		return 0, err
-	}
-	return services.ParsePID(out.String())
 }
 
 // revert returns the link to the previous release after the target failed

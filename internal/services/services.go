@@ -22,13 +22,7 @@ func Script(s desired.Service) (string, error) {
 	case desired.ManagerSystemd:
 		return "systemctl " + s.Action + " " + Quote(s.Unit), nil
 	case desired.ManagerSupervisor:
-		args := []string{"supervisorctl"}
-		if s.Supervisor.Config != "" {
-			args = append(args, "-c", Quote(s.Supervisor.Config))
-		}
-		if s.Supervisor.ServerURL != "" {
-			args = append(args, "-s", Quote(s.Supervisor.ServerURL))
-		}
+		args := supervisorctl(s)
 		// supervisorctl has no reload of one program; "signal HUP" is
 		// what a graceful reload of gunicorn or puma needs.
 		want := ": started"
@@ -44,6 +38,18 @@ func Script(s desired.Service) (string, error) {
 		return fmt.Sprintf("out=$(%s 2>&1); printf '%%s\\n' \"$out\"; case \"$out\" in *%q*) exit 0;; esac; exit 1", strings.Join(args, " "), want), nil
 	}
 	return "", fmt.Errorf("service %s: unknown manager %q", s.Name, s.Manager)
+}
+
+// supervisorctl is the command line that reaches the service's supervisord.
+func supervisorctl(s desired.Service) []string {
+	args := []string{"supervisorctl"}
+	if s.Supervisor.Config != "" {
+		args = append(args, "-c", Quote(s.Supervisor.Config))
+	}
+	if s.Supervisor.ServerURL != "" {
+		args = append(args, "-s", Quote(s.Supervisor.ServerURL))
+	}
+	return args
 }
 
 // Quote quotes s for sh.
@@ -67,13 +73,7 @@ func PIDScript(s desired.Service) string {
 	case desired.ManagerSystemd:
 		return "systemctl show -p MainPID --value " + Quote(s.Unit)
 	case desired.ManagerSupervisor:
-		args := []string{"supervisorctl"}
-		if s.Supervisor.Config != "" {
-			args = append(args, "-c", Quote(s.Supervisor.Config))
-		}
-		if s.Supervisor.ServerURL != "" {
-			args = append(args, "-s", Quote(s.Supervisor.ServerURL))
-		}
+		args := supervisorctl(s)
 		return strings.Join(append(args, "pid", Quote(s.Program)), " ")
 	}
 	return ""

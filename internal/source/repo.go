@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -163,49 +162,16 @@ func (r *Repo) Watch(ctx context.Context, changed func(string)) error {
 	if fi, err := os.Stat(gitDir); err != nil || !fi.IsDir() {
 		gitDir = r.localPath() // a bare repository
 	}
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return err
-	}
-	defer w.Close()
 	// A commit rewrites refs/heads/<branch> (by rename), or packed-refs
 	// after a gc; a branch with slashes lives in a subfolder.
 	dirs := []string{gitDir, filepath.Join(gitDir, "refs", "heads")}
 	if i := strings.LastIndexByte(r.Branch, '/'); i > 0 {
 		dirs = append(dirs, filepath.Join(gitDir, "refs", "heads", r.Branch[:i]))
 	}
-	for _, d := range dirs {
-		if err := w.Add(d); err != nil {
-			return fmt.Errorf("watch %s: %w", d, err)
-		}
+	interesting := func(name string) bool {
+		return name == filepath.Base(r.Branch) || name == "packed-refs" || name == "HEAD"
 	}
-	last := r.head()
-	var timer <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-w.Events:
-			if !ok {
-				return nil
-			}
-			name := filepath.Base(ev.Name)
-			if name == filepath.Base(r.Branch) || name == "packed-refs" || name == "HEAD" {
-				timer = time.After(debounce)
-			}
-		case err, ok := <-w.Errors:
-			if !ok {
-				return nil
-			}
-			r.Log.Warn("config repo watch error", zap.Error(err))
-		case <-timer:
-			timer = nil
-			if h := r.head(); h != last {
-				last = h
-				changed("commit")
-			}
-		}
-	}
+	return watchDirs(ctx, r.Log, dirs, interesting, r.head, func() { changed("commit") })
 }
 
 func (r *Repo) head() string {

@@ -83,18 +83,32 @@ func (f *File) Watch(ctx context.Context, changed func(string)) error {
 		return err
 	}
 	dir, base := filepath.Dir(abs), filepath.Base(abs)
+	rev := func() string {
+		if s, err := f.Load(ctx); err == nil {
+			return s.Rev
+		}
+		return "missing"
+	}
+	// The file itself, or a symlink swap (..data) in a config mount.
+	interesting := func(name string) bool { return name == base || name == "..data" }
+	return watchDirs(ctx, f.Log, []string{dir}, interesting, rev, func() { changed("file") })
+}
+
+// watchDirs is the one fsnotify loop of the sources: an event on an
+// interesting name starts the debounce timer; when it fires, rev is
+// compared with the last one seen and changed called if they differ.
+func watchDirs(ctx context.Context, log *zap.Logger, dirs []string, interesting func(name string) bool, rev func() string, changed func()) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
+		return fmt.Errorf("watch: %w", err)
 	}
 	defer w.Close()
-	if err := w.Add(dir); err != nil {
-		return fmt.Errorf("watch %s: %w", dir, err)
+	for _, d := range dirs {
+		if err := w.Add(d); err != nil {
+			return fmt.Errorf("watch %s: %w", d, err)
+		}
 	}
-	last := ""
-	if s, err := f.Load(ctx); err == nil {
-		last = s.Rev
-	}
+	last := rev()
 	var timer <-chan time.Time
 	for {
 		select {
@@ -104,25 +118,19 @@ func (f *File) Watch(ctx context.Context, changed func(string)) error {
 			if !ok {
 				return nil
 			}
-			// The file itself, or a symlink swap (..data) in a config mount.
-			if name := filepath.Base(ev.Name); name == base || name == "..data" {
+			if interesting(filepath.Base(ev.Name)) {
 				timer = time.After(debounce)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
-			f.Log.Warn("file watch error", zap.String("dir", dir), zap.Error(err))
+			log.Warn("watch error", zap.Strings("dirs", dirs), zap.Error(err))
 		case <-timer:
 			timer = nil
-			s, err := f.Load(ctx)
-			rev := "missing"
-			if err == nil {
-				rev = s.Rev
-			}
-			if rev != last {
-				last = rev
-				changed("file")
+			if r := rev(); r != last {
+				last = r
+				changed()
 			}
 		}
 	}

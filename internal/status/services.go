@@ -1,19 +1,17 @@
 package status
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/runner"
-	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
 // Service is where a service's processes run from.
@@ -69,33 +67,12 @@ func ObserveServices(ctx context.Context, d *desired.State, r *runner.Runner) []
 }
 
 func mainPID(ctx context.Context, d *desired.State, svc desired.Service, r *runner.Runner) (int, string) {
-	if svc.PIDFile != "" {
-		path := svc.PIDFile
-		if !filepath.IsAbs(path) {
-			path = filepath.Join(d.Root, path)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return 0, "pidfile: " + err.Error()
-		}
-		pid, err := services.ParsePID(string(b))
-		if err != nil || !procs.Alive(pid) {
-			return 0, "not running (pidfile " + path + ")"
-		}
-		return pid, ""
-	}
-	script := services.PIDScript(svc)
-	if script == "" {
+	pid, err := procs.MainPID(ctx, r, svc, d.Root, os.Environ())
+	switch {
+	case errors.Is(err, procs.ErrNoPID):
 		return 0, "no pidfile: processes unknown"
-	}
-	var buf bytes.Buffer
-	err := r.Run(ctx, runner.Command{Name: "pid " + svc.Name, Script: script, Dir: d.Root, Env: os.Environ(), Timeout: 10 * time.Second, Output: &buf})
-	if err != nil {
-		return 0, "not running: " + firstLine(strings.TrimSpace(buf.String()))
-	}
-	pid, err := services.ParsePID(buf.String())
-	if err != nil {
-		return 0, "not running"
+	case err != nil:
+		return 0, "not running: " + firstLine(err.Error())
 	}
 	return pid, ""
 }
