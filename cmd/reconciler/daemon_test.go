@@ -97,6 +97,11 @@ func TestDaemonDeploysCommits(t *testing.T) {
 	if !strings.Contains(logs.String(), `"trigger":"commit"`) || !strings.Contains(logs.String(), `"config_commit":"`+c2+`"`) || !strings.Contains(logs.String(), `"run_id":"`) {
 		t.Errorf("logs lack run_id, trigger or config_commit:\n%s", logs)
 	}
+	// SIGHUP re-reads the desired state: a run with trigger "signal".
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitUntil(t, "a run after SIGHUP", 5*time.Second, func() bool {
+		return strings.Contains(logs.String(), `"trigger":"signal"`) && strings.Contains(logs.String(), `"msg":"run done","run_id"`)
+	}, logs)
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("daemon exit on SIGTERM: %v\n%s", err, logs)

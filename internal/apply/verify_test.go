@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -150,5 +151,38 @@ func TestStaleProcessAfterReloadIsCaught(t *testing.T) {
 	}
 	if h.linked() != second {
 		t.Errorf("linked %s; want a return to %s", h.linked(), second)
+	}
+}
+
+// A release a live process still runs from is not pruned, whatever keep
+// says, and the plan says why.
+func TestPruneSparesReleaseInUse(t *testing.T) {
+	h := newHost(t)
+	h.keep = 1
+	h.mustApply(h.desired(h.commit("v1")))
+	old := h.linked()
+	proc := exec.Command("sleep", "300")
+	proc.Dir = h.l.ReleaseDir(old)
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proc.Process.Kill(); proc.Wait() }()
+	h.mustApply(h.desired(h.commit("v2")))
+	res, _ := h.mustApply(h.desired(h.commit("v3")))
+	if _, err := os.Stat(h.l.ReleaseDir(old)); err != nil {
+		t.Fatal("a release a process runs from was pruned")
+	}
+	found := false
+	for _, w := range res.Plan.Warnings {
+		found = found || strings.Contains(w, "releases/"+old+" is in use by pid ")
+	}
+	if !found {
+		t.Errorf("the plan does not say why: %v", res.Plan.Warnings)
+	}
+	proc.Process.Kill()
+	proc.Wait()
+	h.mustApply(h.desired(h.commit("v4")))
+	if _, err := os.Stat(h.l.ReleaseDir(old)); err == nil {
+		t.Error("once the process is gone, the release should be pruned")
 	}
 }
