@@ -175,7 +175,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	}
 
 	// Switch, when the link is not at the target.
-	switched := a.Link.Release == "" || a.Link.Release != name
+	switched := a.Link.Release != name
 	if switched {
 		reason := "the link does not exist yet"
 		switch {
@@ -205,9 +205,6 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		case !a.Host.ServicesDone:
 			pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
 		}
-	}
-	if !switched && pending == "" && len(d.Services) > 0 && a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.ServicesDone {
-		pending = fmt.Sprintf("an apply switched to %s and stopped before the services acted", a.Link.Release)
 	}
 	if switched || pending != "" {
 		for _, svc := range d.Services {
