@@ -36,7 +36,7 @@ type State struct {
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
 	// InUse maps a release to the live processes whose working directory
-	// is inside it.
+	// is inside it. Observe leaves it nil; ObserveInUse fills it.
 	InUse map[string][]int
 }
 
@@ -101,14 +101,7 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		if err := observeLink(l, s); err != nil {
 			return nil, err
 		}
-		if len(s.Releases) > 0 {
-			// Processes report resolved paths: resolve the root's too.
-			dir := l.ReleasesDir()
-			if real, err := filepath.EvalSymlinks(dir); err == nil {
-				dir = real
-			}
-			s.InUse = procs.InUse(dir)
-		}
+
 		h, err := record.ReadHost(l.HostFile())
 		if err != nil {
 			s.HostProblem = err.Error()
@@ -129,6 +122,18 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 	}
 	s.Commit = c
 	return s, nil
+}
+
+// ObserveInUse reads from /proc which releases live processes run from.
+// It scans every process, so it is kept off the path of a converged apply:
+// only a plan that prunes needs it.
+func ObserveInUse(d *desired.State) map[string][]int {
+	dir := layout.New(d.Root, d.Link).ReleasesDir()
+	// Processes report resolved paths: resolve the root's too.
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return procs.InUse(dir)
 }
 
 func observeReleases(l layout.Layout, s *State) error {

@@ -23,7 +23,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/plan"
-	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/services"
@@ -149,13 +148,30 @@ func newID(t time.Time) string {
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
-func (e *executor) observeAndPlan(ctx context.Context) (*plan.Plan, error) {
-	a, err := actual.Observe(ctx, e.Desired, e.Git)
+// Plan observes the host and plans. Which releases live processes run
+// from is asked of /proc only when the plan prunes: the scan reads every
+// process, milliseconds on a busy host, and a converged apply prunes
+// nothing.
+func Plan(ctx context.Context, d *desired.State, git actual.Git, opts plan.Options) (*plan.Plan, *actual.State, error) {
+	a, err := actual.Observe(ctx, d, git)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	e.linked = a.Link.Release
-	return plan.Make(e.Desired, a, plan.Options{Retry: e.Retry})
+	p, err := plan.Make(d, a, opts)
+	if err != nil || !p.Prunes() {
+		return p, a, err
+	}
+	a.InUse = actual.ObserveInUse(d)
+	p, err = plan.Make(d, a, opts)
+	return p, a, err
+}
+
+func (e *executor) observeAndPlan(ctx context.Context) (*plan.Plan, error) {
+	p, a, err := Plan(ctx, e.Desired, e.Git, plan.Options{Retry: e.Retry})
+	if a != nil {
+		e.linked = a.Link.Release
+	}
+	return p, err
 }
 
 func (e *executor) run(ctx context.Context) error {
@@ -644,11 +660,7 @@ func (e *executor) prune(name string) error {
 	}
 	// The plan skipped releases in use when it was made; a process may
 	// have started in this one since.
-	dir := e.l.ReleasesDir()
-	if real, err := filepath.EvalSymlinks(dir); err == nil {
-		dir = real
-	}
-	if pids := procs.InUse(dir)[name]; len(pids) > 0 {
+	if pids := actual.ObserveInUse(e.Desired)[name]; len(pids) > 0 {
 		fmt.Fprintf(e.out, "  skipped: pid %d runs from it\n", pids[0])
 		return nil
 	}

@@ -161,11 +161,7 @@ func planCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := actual.Observe(cmd.Context(), d, cache(d))
-			if err != nil {
-				return err
-			}
-			p, err := plan.Make(d, a, plan.Options{Retry: retry})
+			p, _, err := apply.Plan(cmd.Context(), d, cache(d), plan.Options{Retry: retry})
 			if err != nil {
 				return err
 			}

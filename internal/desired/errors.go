@@ -26,30 +26,21 @@ func (e *FieldError) Error() string {
 
 func (e *FieldError) Unwrap() error { return e.Err }
 
-// Errors returns the field errors inside err, in file order.
+// Errors returns the field errors inside err: Parse joins them, in file
+// order.
 func Errors(err error) []*FieldError {
-	var out []*FieldError
-	var walk func(error)
-	walk = func(err error) {
-		var fe *FieldError
-		if errors.As(err, &fe) && fe == err {
-			out = append(out, fe)
-			return
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []*FieldError
+		for _, e := range j.Unwrap() {
+			out = append(out, Errors(e)...)
 		}
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			for _, e := range j.Unwrap() {
-				walk(e)
-			}
-			return
-		}
-		if errors.As(err, &fe) {
-			out = append(out, fe)
-		}
+		return out
 	}
-	if err != nil {
-		walk(err)
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		return []*FieldError{fe}
 	}
-	return out
+	return nil
 }
 
 func joinSorted(errs []*FieldError) error {
