@@ -55,7 +55,11 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 		if err == nil {
 			return nil
 		}
-		e.Last = err.Error()
+		// An attempt cut short by the overall deadline only says "deadline
+		// exceeded"; the attempt before it saw what is actually wrong.
+		if ctx.Err() == nil || e.Last == "" {
+			e.Last = err.Error()
+		}
 		if ctx.Err() != nil || time.Until(deadline) < c.Interval {
 			return e
 		}

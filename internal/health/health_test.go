@@ -85,3 +85,31 @@ func TestChecks(t *testing.T) {
 		})
 	}
 }
+
+// The last attempt is often cut short by the check's own timeout; the error
+// must still say what the attempts before it saw, not "deadline exceeded".
+func TestCutShortAttemptKeepsCause(t *testing.T) {
+	var hits atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			w.Write([]byte("v1"))
+			return
+		}
+		select { // hang until the checker gives up
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir()}
+	err := k.Run(context.Background(), desired.Check{Kind: "http", Target: srv.URL, Body: "v2", Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond})
+	var he *Error
+	if !errors.As(err, &he) || !strings.Contains(he.Last, `the body does not contain "v2": v1`) {
+		t.Fatalf("got %v; want the body mismatch of the first attempt", err)
+	}
+	if he.Attempts != 2 {
+		t.Errorf("attempts = %d, want 2", he.Attempts)
+	}
+}
