@@ -82,6 +82,7 @@ type executor struct {
 	commit   string
 	linked   string // where the link pointed before this apply
 	previous string // the rollback target: where a failed health check returns
+	holding  bool   // the target is blocked; the steps keep the last good release
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -201,11 +202,37 @@ func (e *executor) run(ctx context.Context) error {
 	e.commit = p.Commit
 	e.res.Release = p.Target
 	if p.Blocked != nil {
-		return &BlockedError{Release: p.Blocked.Release, Step: p.Blocked.Step, Msg: p.Blocked.Error}
+		blocked := &BlockedError{Release: p.Blocked.Release, Step: p.Blocked.Step, Msg: p.Blocked.Error}
+		if !p.Changes() {
+			return blocked
+		}
+		if err := e.hold(ctx, p); err != nil {
+			return err
+		}
+		return blocked
 	}
 	if p.Target != plan.NewRelease {
 		e.release = p.Target
 	}
+	return e.perform(ctx, p)
+}
+
+// hold performs a blocked plan's steps, which keep the host on its last
+// good release. They never revert: there is nothing better to return to.
+func (e *executor) hold(ctx context.Context, p *plan.Plan) error {
+	rec, err := record.ReadRelease(e.l.RecordFile(p.Holding))
+	if err != nil {
+		return fmt.Errorf("release %s: %w", p.Holding, err)
+	}
+	fmt.Fprintf(e.out, "\nThe target is blocked: keeping the host on releases/%s, the last good release.\n", p.Holding)
+	target := e.commit
+	e.release, e.commit, e.holding = p.Holding, rec.Commit, true
+	defer func() { e.commit = target }()
+	return e.perform(ctx, p)
+}
+
+// perform runs the plan's steps after the fetch, in order.
+func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 	servicesLeft, healthPlanned := 0, false
 	for _, s := range p.Steps {
 		switch s.Action {
@@ -238,7 +265,7 @@ func (e *executor) run(ctx context.Context) error {
 		case plan.Service:
 			err = e.step(ctx, s, func() error { return e.service(ctx, s.Name, e.release, e.commit) })
 			servicesLeft--
-			if err != nil && ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil && !e.holding {
 				// A service that would not restart or reload is not
 				// serving the release: return to the previous one.
 				err = e.revert(ctx, "service "+s.Name, err)
@@ -251,7 +278,7 @@ func (e *executor) run(ctx context.Context) error {
 				// The services acted before the check (a failed action
 				// reverts), so both are done.
 				err = e.updateHost(func(h *record.Host) { h.ServicesDone, h.Verified = true, true })
-			} else if ctx.Err() == nil {
+			} else if ctx.Err() == nil && !e.holding {
 				err = e.revert(ctx, "health", err)
 			}
 		case plan.Prune:

@@ -83,6 +83,75 @@ func TestHealthFailureRevertsAndIsNotRetried(t *testing.T) {
 	}
 }
 
+// Invariant 10, drift while blocked: the host stays on the last good
+// release. A link moved by hand to the failed release goes back, and a
+// revert that died before its services acted is finished; the target is
+// never switched to, and each apply still exits blocked.
+func TestBlockedTargetHoldsLastGoodRelease(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(withHealth(h.desired(h.commit("v1"))))
+	good := h.linked()
+	d := withHealth(h.desired(h.commit("v2", "BROKEN")))
+	res, _, err := h.apply(context.Background(), d)
+	if !errors.As(err, new(*HealthError)) || h.linked() != good {
+		t.Fatalf("apply of a broken release: %v (linked %s)", err, h.linked())
+	}
+	bad := res.Release
+
+	// Someone points the link at the failed release by hand.
+	if err := os.Remove(h.l.LinkPath()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("releases/"+bad, h.l.LinkPath()); err != nil {
+		t.Fatal(err)
+	}
+	restarts := len(h.lines("restarts"))
+	builds := len(h.lines("builds"))
+	res, _, err = h.apply(context.Background(), d)
+	var be *BlockedError
+	if !errors.As(err, &be) || be.Release != bad {
+		t.Fatalf("apply while blocked: %v; want the blocked error", err)
+	}
+	if res.Plan.Holding != good || h.linked() != good {
+		t.Fatalf("holding %q, linked %s; want both %s", res.Plan.Holding, h.linked(), good)
+	}
+	if r := h.lines("restarts"); len(r) != restarts+1 || r[len(r)-1] != h.l.ReleaseDir(good) {
+		t.Errorf("services after the return: %v; want one restart in %s", r[restarts:], good)
+	}
+	if len(h.lines("builds")) != builds {
+		t.Error("holding the last good release ran a build")
+	}
+	if host, _ := record.ReadHost(h.l.HostFile()); host.Linked != good || !host.ServicesDone || !host.Verified {
+		t.Errorf("host record after holding: %+v", host)
+	}
+
+	// Converged while blocked: nothing acts.
+	res, _, err = h.apply(context.Background(), d)
+	if !errors.As(err, &be) || res.Plan.Changes() || len(h.lines("restarts")) != restarts+1 {
+		t.Fatalf("second apply while blocked: %v, %d steps, %d restarts", err, len(res.Plan.Steps), len(h.lines("restarts"))-restarts)
+	}
+
+	// A revert that died after the switch back, before its services.
+	host, _ := record.ReadHost(h.l.HostFile())
+	host.ServicesDone, host.Verified = false, false
+	record.WriteHost(h.l.HostFile(), host)
+	res, _, err = h.apply(context.Background(), d)
+	if !errors.As(err, &be) || h.linked() != good || len(h.lines("restarts")) != restarts+2 {
+		t.Fatalf("finishing an interrupted revert: %v (linked %s, %d restarts)", err, h.linked(), len(h.lines("restarts"))-restarts)
+	}
+	if got := actions(res.Plan); got != "service health" {
+		t.Errorf("plan finishing the revert: %s", got)
+	}
+}
+
+func actions(p *plan.Plan) string {
+	var s []string
+	for _, st := range p.Steps {
+		s = append(s, string(st.Action))
+	}
+	return strings.Join(s, " ")
+}
+
 func TestHealthCheckAfterInterruptedSwitchReverts(t *testing.T) {
 	h := newHost(t)
 	h.mustApply(withHealth(h.desired(h.commit("v1"))))

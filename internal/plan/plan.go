@@ -71,8 +71,12 @@ type Plan struct {
 	Previous string   `json:"previous,omitempty"` // the rollback target after this plan
 	Steps    []Step   `json:"steps"`
 	Warnings []string `json:"warnings,omitempty"`
-	// Blocked, when set, is why nothing will be done.
+	// Blocked, when set, is why the target will not be built or linked.
 	Blocked *Blocked `json:"blocked,omitempty"`
+	// Holding is the last good release a blocked plan keeps the host on:
+	// its steps, if any, return the link to it and finish its services and
+	// health check, so drift is repaired while the target is blocked.
+	Holding string `json:"holding,omitempty"`
 }
 
 // Blocked says why a plan refuses to act.
@@ -172,6 +176,18 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		}
 		p.Target = target.Name
 		p.Steps = nil
+		hold, why := lastGood(a, target.Name)
+		if hold == "" {
+			if why != "" {
+				p.Warnings = append(p.Warnings, why)
+			}
+			return p, nil
+		}
+		// Invariant 10: the host stays on the last good release. A link
+		// moved or deleted by hand, or a revert interrupted before its
+		// services acted, is repaired towards it, never towards the target.
+		p.Holding = hold
+		p.Steps, p.Previous, _ = settle(d, a, hold, "verify the last good release serves")
 		return p, nil
 	}
 
@@ -184,8 +200,39 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		p.Steps = append(p.Steps, buildSteps(d, target, name, commit)...)
 	}
 
-	// Switch, when the link is not at the target.
-	switched := a.Link.Release != name
+	var switched bool
+	var settleSteps []Step
+	settleSteps, p.Previous, switched = settle(d, a, name, "verify the release serves; return to the previous one if not")
+	p.Steps = append(p.Steps, settleSteps...)
+	prune, warnings := pruneSteps(d, a, name, p.Previous, switched)
+	p.Steps = append(p.Steps, prune...)
+	p.Warnings = append(p.Warnings, warnings...)
+	return p, nil
+}
+
+// lastGood is the release a host with a blocked target stays on: the one
+// the host record links, when it is complete and on disk. Otherwise there
+// is nothing to hold and, when the link is broken, why.
+func lastGood(a *actual.State, failed string) (name, why string) {
+	if a.Host == nil || a.Host.Linked == "" || a.Host.Linked == failed {
+		return "", ""
+	}
+	r := a.Release(a.Host.Linked)
+	if r == nil || !r.Complete() {
+		if a.Link.Release == "" {
+			return "", fmt.Sprintf("releases/%s, the last good release, is gone and the target is blocked: nothing to return the link to", a.Host.Linked)
+		}
+		return "", ""
+	}
+	return a.Host.Linked, ""
+}
+
+// settle plans what puts the link on release name and leaves it serving:
+// the switch, the service actions and the health check, each only when
+// not already done. It returns the previous release (the rollback target
+// after the plan) and whether the link moves.
+func settle(d *desired.State, a *actual.State, name, verify string) (steps []Step, previous string, switched bool) {
+	switched = a.Link.Release != name
 	if switched {
 		reason := "the link does not exist yet"
 		switch {
@@ -194,15 +241,15 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		case a.Link.Release != "":
 			reason = fmt.Sprintf("the link points at %s%s", a.Link.Release, commitOf(a, a.Link.Release))
 		}
-		p.Steps = append(p.Steps, Step{Action: Switch, Release: name, Name: d.Link, Detail: "releases/" + name, Reason: reason})
-		p.Previous = a.Link.Release
+		steps = append(steps, Step{Action: Switch, Release: name, Name: d.Link, Detail: "releases/" + name, Reason: reason})
+		previous = a.Link.Release
 	} else if a.Host != nil && a.Host.Linked == a.Link.Release {
-		p.Previous = a.Host.Previous
+		previous = a.Host.Previous
 	} else if a.Host != nil {
 		// The link moved after the host record was written: a switch
 		// that stopped before recording, or a hand edit. The release
 		// recorded is where the link came from.
-		p.Previous = a.Host.Linked
+		previous = a.Host.Linked
 	}
 
 	// Services act when the link moves, or when it moved in an apply that
@@ -222,23 +269,19 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 			if pending != "" {
 				reason = pending
 			}
-			p.Steps = append(p.Steps, Step{Action: Service, Name: svc.Name, Detail: svc.Action, Reason: reason})
+			steps = append(steps, Step{Action: Service, Name: svc.Name, Detail: svc.Action, Reason: reason})
 		}
 	}
 	if NeedsHealth(d) {
 		switch {
 		case switched || pending != "":
-			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d), Reason: "verify the release serves; return to the previous one if not"})
+			steps = append(steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d), Reason: verify})
 		case a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.Verified:
-			p.Steps = append(p.Steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d),
+			steps = append(steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d),
 				Reason: fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)})
 		}
 	}
-
-	prune, warnings := pruneSteps(d, a, name, p.Previous, switched)
-	p.Steps = append(p.Steps, prune...)
-	p.Warnings = append(p.Warnings, warnings...)
-	return p, nil
+	return steps, previous, switched
 }
 
 // NeedsHealth reports whether d has anything to verify after a switch:

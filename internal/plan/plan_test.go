@@ -174,8 +174,38 @@ func TestMakeGolden(t *testing.T) {
 				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
 				b.Record.Failure = &record.Failure{Step: "static", Error: "build static: exited with status 1; last output:\nImportError: no module named shop", At: t0}
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
-					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
+					Commit:   inCache(shaB)}
+			},
+		},
+		{
+			// Drift while the target is blocked: someone pointed the link
+			// at the failed release. It goes back to the last good one.
+			name: "blocked_target_holds_last_good",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
+				b.Record.Failure = &record.Failure{Step: "health", Error: "health check http http://127.0.0.1:8000/health failed after 30 attempts: status 500", At: t0}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", Previous: "20261120T100000Z-bbbbbbbb", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{rel(d, "20261118T100000Z-cccccccc", shaC, record.Complete), rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
+					Commit:   inCache(shaB)}
+			},
+			steps: []Action{Switch, Service, Service, Health},
+		},
+		{
+			// The last good release was deleted by hand: nothing to hold,
+			// and the plan says so rather than building the failed target.
+			name: "blocked_target_last_good_gone",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
+				b.Record.Failure = &record.Failure{Step: "migrate", Error: "migrate: exited with status 1", At: t0}
+				return &actual.State{Root: d.Root, RootExists: true,
+					Link:     actual.Link{Exists: true, Dangling: true, Target: "releases/20261119T100000Z-aaaaaaaa"},
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{b},
 					Commit:   inCache(shaB)}
 			},
 		},

@@ -93,6 +93,13 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 			if next(5) == 0 {
 				a.Host.Linked = complete[next(len(complete))] // moved by hand
 			}
+			switch next(8) {
+			case 0: // the link deleted by hand
+				a.Link = actual.Link{}
+			case 1: // moved by hand to a release that is not complete
+				r := a.Releases[next(len(a.Releases))]
+				a.Link = actual.Link{Exists: true, Target: "releases/" + r.Name, Release: r.Name}
+			}
 		}
 	}
 	a.Commit = actual.Commit{Ref: d.Source.Commit, Why: "not in the cache"}
@@ -119,11 +126,17 @@ func simulate(t tb, d *desired.State, a *actual.State, p *Plan) *actual.State {
 		}
 		break
 	}
+	release := p.Target
 	if p.Blocked != nil {
-		return a
+		if p.Holding == "" {
+			if p.Changes() {
+				t.Fatal("a blocked plan with steps and nothing to hold")
+			}
+			return a
+		}
+		release = p.Holding
 	}
 	protected := map[string]bool{a.Link.Release: true, p.Previous: true}
-	release := p.Target
 	linked := a.Link.Release
 	steps := ReleaseSteps(d)
 	services := 0
