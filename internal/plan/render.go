@@ -30,22 +30,18 @@ func RenderText(w io.Writer, p *Plan) error {
 		bl := p.Blocked
 		fmt.Fprintf(&b, "Blocked: release %s of this target failed at step %s (%s):\n  %s\n", bl.Release, bl.Step, bl.At, indent(bl.Error))
 		b.WriteString("Not retrying a failed target. Run `reconciler apply --retry` to try it again, or change source.commit or the build.\n")
-		if p.Holding != "" && !p.Changes() {
-			fmt.Fprintf(&b, "The host stays on %s, the last good release.\n", p.Holding)
-		}
 		if !p.Changes() {
+			if p.Holding != "" {
+				fmt.Fprintf(&b, "The host stays on %s, the last good release.\n", p.Holding)
+			}
 			_, err := io.WriteString(w, b.String())
 			return err
 		}
-		fmt.Fprintf(&b, "\nTo keep the host on %s, the last good release, ", p.Holding)
-	}
-	if !p.Changes() {
+		fmt.Fprintf(&b, "\nTo keep the host on %s, the last good release, reconciler will perform these steps:\n\n", p.Holding)
+	} else if !p.Changes() {
 		fmt.Fprintf(&b, "No changes. %s points at %s, which is what desired.yaml asks for.\n", p.Link, p.Target)
 		_, err := io.WriteString(w, b.String())
 		return err
-	}
-	if p.Blocked != nil {
-		b.WriteString("reconciler will perform these steps:\n\n")
 	} else {
 		b.WriteString("Reconciler will perform these steps:\n\n")
 	}
