@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
@@ -35,9 +36,6 @@ type State struct {
 	Strays        []string     // entries under releases/ that are not releases
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
-	// InUse maps a release to the live processes whose working directory
-	// is inside it. Observe leaves it nil; ObserveInUse fills it.
-	InUse map[string][]int
 }
 
 // Link is the observed link.
@@ -67,6 +65,24 @@ type Commit struct {
 	Kind    gitcache.Kind // "" when unknown
 	InCache bool          // the cache holds SHA
 	Why     string        // why a fetch is needed, when it is
+}
+
+// RollbackTarget is the release to return to when the linked one fails:
+// the complete release, other than exclude, that was verified healthy
+// while linked most recently. A release that never served healthy, or
+// that failed, is never one. "" when there is none.
+func (s *State) RollbackTarget(exclude string) string {
+	best := ""
+	var at time.Time
+	for _, r := range s.Releases {
+		if r.Name == exclude || !r.Complete() || r.Record.HealthyAt == nil {
+			continue
+		}
+		if best == "" || r.Record.HealthyAt.After(at) {
+			best, at = r.Name, *r.Record.HealthyAt
+		}
+	}
+	return best
 }
 
 // Release returns the release called name, or nil.
@@ -124,9 +140,10 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 	return s, nil
 }
 
-// ObserveInUse reads from /proc which releases live processes run from.
-// It scans every process, so it is kept off the path of a converged apply:
-// only a plan that prunes needs it.
+// ObserveInUse reads from /proc which releases live processes run from:
+// a map from release name to the pids whose working directory is inside
+// it. It scans every process, so it is asked only when a release is about
+// to be pruned, never on the path of a converged apply.
 func ObserveInUse(d *desired.State) map[string][]int {
 	dir := layout.New(d.Root, d.Link).ReleasesDir()
 	// Processes report resolved paths: resolve the root's too.
@@ -211,7 +228,14 @@ func observeLink(l layout.Layout, s *State) error {
 	rel, err := filepath.Rel(l.ReleasesDir(), filepath.Clean(abs))
 	switch {
 	case err != nil || strings.HasPrefix(rel, "..") || strings.Contains(rel, "/") || rel == ".":
-		lk.Problem = fmt.Sprintf("%s points at %s, outside %s", lk.Path, target, l.ReleasesDir())
+		// A dangling link holds nothing (the everyday slip `ln -sfn
+		// root/releases/X root/current`, relative to the wrong
+		// directory): it is drift, repaired like a deleted link. A link
+		// to something that exists outside releases/ may be a hand
+		// deployment a person still needs.
+		if !lk.Dangling {
+			lk.Problem = fmt.Sprintf("%s points at %s, which exists outside %s: it may be a deployment made by hand", lk.Path, target, l.ReleasesDir())
+		}
 	case !lk.Dangling:
 		lk.Release = rel
 	}
@@ -258,9 +282,4 @@ func observeCommit(ctx context.Context, ref string, git Git) (Commit, error) {
 	return c, nil
 }
 
-func short(sha string) string {
-	if len(sha) > 8 {
-		return sha[:8]
-	}
-	return sha
-}
+func short(sha string) string { return layout.Short(sha) }

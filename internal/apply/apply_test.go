@@ -143,6 +143,16 @@ func (h *host) apply(ctx context.Context, d *desired.State, mod ...func(*Options
 	return res, g, err
 }
 
+// events is a view that keeps what the executor said, for tests.
+type events struct {
+	nopView
+	notes []string
+	plans []*plan.Plan
+}
+
+func (v *events) Note(_ plan.Step, msg string) { v.notes = append(v.notes, msg) }
+func (v *events) Reverting(p *plan.Plan)       { v.plans = append(v.plans, p) }
+
 func (h *host) mustApply(d *desired.State, mod ...func(*Options)) (*Result, *countingGit) {
 	h.t.Helper()
 	res, g, err := h.apply(context.Background(), d, mod...)
@@ -341,15 +351,23 @@ func TestFailedStepBlocksThenRetryResumes(t *testing.T) {
 	d := h.desired(bad)
 	res, _, err := h.apply(context.Background(), d)
 	var ae *Error
-	if !errors.As(err, &ae) || ae.Kind != NeedsPerson || !strings.Contains(err.Error(), "exited with status 3") || !strings.Contains(err.Error(), "boom: not fixed") {
+	if !errors.As(err, &ae) || ae.Kind != NeedsPerson || !strings.Contains(err.Error(), "exited with status 3") {
 		t.Fatalf("failed build: %v", err)
+	}
+	// The output was shown live: the error says what happened, once, and
+	// the record and the result keep the output's tail.
+	if strings.Contains(err.Error(), "boom: not fixed") {
+		t.Errorf("the error repeats the output: %v", err)
+	}
+	if last := res.Steps[len(res.Steps)-1]; last.Result != StepFailed || !strings.Contains(last.Output, "boom: not fixed") {
+		t.Errorf("step result %+v lacks the output", last)
 	}
 	if h.linked() != good {
 		t.Fatalf("the link moved to %s after a failed build", h.linked())
 	}
 	failed := res.Release
 	r := h.record(failed)
-	if r.State != record.Failed || r.Failure == nil || r.Failure.Step != "check" || !r.Done("count", d.Build[0].Fingerprint()) {
+	if r.State != record.Failed || r.Failure == nil || r.Failure.Step != "check" || !strings.Contains(r.Failure.Output, "boom: not fixed") || !r.Done("count", d.Build[0].Fingerprint()) {
 		t.Fatalf("failed record: %+v", r)
 	}
 	builds := len(h.lines("builds"))

@@ -35,14 +35,19 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// ErrInterrupted is a step stopped from outside: Ctrl-C, SIGTERM, the
+// daemon's deadline. Nothing failed; the next apply resumes there.
+var ErrInterrupted = errors.New("interrupted; the next apply resumes here")
+
 // BlockedError is returned when the target failed before and --retry was
-// not given.
+// not given. What to do about it (the exact command) is the caller's to
+// say: only it knows how it was invoked.
 type BlockedError struct {
 	Release, Step, Msg string
 }
 
 func (e *BlockedError) Error() string {
-	return "target release " + e.Release + " failed before at step " + e.Step + "; not retrying (apply --retry to try again, or change source.commit or the build)"
+	return "target release " + e.Release + " failed before at step " + e.Step + "; not retrying it"
 }
 
 func classify(step string, err error) *Error {
@@ -57,6 +62,8 @@ func classify(step string, err error) *Error {
 	case errors.As(err, &held):
 		kind = RetryLater
 	case errors.As(err, &ge) && ge.Transient:
+		kind = RetryLater
+	case errors.Is(err, ErrInterrupted):
 		kind = RetryLater
 	}
 	return &Error{Kind: kind, Step: step, Err: err}

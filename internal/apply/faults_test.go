@@ -170,10 +170,10 @@ func TestStepFaults(t *testing.T) {
 		d.Services = []desired.Service{{Name: "web", Manager: "command", Action: "restart", Restart: "no-such-supervisorctl restart web", Timeout: time.Minute}}
 		res, _, err := h.apply(context.Background(), d)
 		var he *HealthError
-		if !errors.As(err, &he) || !strings.Contains(err.Error(), "not found") || h.linked() != good {
+		if !errors.As(err, &he) || !strings.Contains(err.Error(), "exited with status 127") || h.linked() != good {
 			t.Fatalf("got %v (linked %s)", err, h.linked())
 		}
-		if r := h.record(res.Release); r.State != record.Failed || r.Failure.Step != "service web" {
+		if r := h.record(res.Release); r.State != record.Failed || r.Failure.Step != "service web" || !strings.Contains(r.Failure.Output, "not found") {
 			t.Errorf("record %s %+v", r.State, r.Failure)
 		}
 	})

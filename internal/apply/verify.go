@@ -8,16 +8,13 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
+	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
-	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/health"
-	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
-	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
 // HealthError is a release that failed after the switch: a service did not
@@ -34,11 +31,11 @@ func (e *HealthError) Error() string {
 	msg := fmt.Sprintf("release %s failed after the switch: %v", e.Release, e.Err)
 	switch {
 	case e.RevertedTo == "":
-		msg += "; there is no previous release to return to, so the link stays on it"
+		msg += "; there is no release that served healthy to return to, so the link stays on it"
 	case e.PreviousErr != nil:
-		msg += fmt.Sprintf("; returned to %s, which fails its health check too: %v", e.RevertedTo, e.PreviousErr)
+		msg += fmt.Sprintf("; returned to %s, which fails too: %v", e.RevertedTo, e.PreviousErr)
 	default:
-		msg += "; returned to " + e.RevertedTo + ", which passes its health check"
+		msg += "; returned to " + e.RevertedTo + ", which serves"
 	}
 	return msg
 }
@@ -49,53 +46,53 @@ func (e *HealthError) Unwrap() error { return e.Err }
 // go: after a graceful reload, old workers finish their requests first.
 var cwdTimeout = 15 * time.Second
 
-// verify checks that release serves: the services' processes run from it,
-// then the services' checks, then the global checks, in order.
-func (e *executor) verify(ctx context.Context, release, commit string) error {
-	for _, svc := range e.Desired.Services {
-		if services.HasPID(svc) {
-			if err := e.checkCwd(ctx, svc, release); err != nil {
-				return err
-			}
+// verify checks that the step's release serves: the services' processes
+// run from it, then the checks, in order.
+func (e *executor) verify(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	for _, svc := range s.Services {
+		if err := e.checkCwd(ctx, p, s, svc); err != nil {
+			return err
 		}
 	}
-	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(release), Env: e.envFor(release, commit)}
-	var checks []desired.Check
-	for _, svc := range e.Desired.Services {
-		checks = append(checks, svc.Health...)
-	}
-	checks = append(checks, e.Desired.Health...)
-	for _, c := range checks {
-		start := time.Now()
+	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(s.Release), Env: e.env(p, s.Release, s.Commit)}
+	for _, c := range s.Checks {
+		start := e.Now()
 		if err := k.Run(ctx, c); err != nil {
 			return err
 		}
-		fmt.Fprintf(e.out, "  passed %s (%s)\n", c.Name(), round(time.Since(start)))
+		e.View.Note(s, fmt.Sprintf("passed %s (%s)", c.Name(), round(e.Now().Sub(start))))
 	}
 	return nil
 }
 
+func round(d time.Duration) time.Duration {
+	if d > time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Microsecond)
+}
+
 // checkCwd waits until the service's main process and its children run
-// from release. A process still in another release is serving old code:
-// the classic failure of a reload of an app server that resolved the link
-// once, at start. A process outside every release is not judged.
-func (e *executor) checkCwd(ctx context.Context, svc desired.Service, release string) error {
+// from the release. A process still in another release is serving old
+// code: the classic failure of a reload of an app server that resolved
+// the link once, at start. A process outside every release is not judged.
+func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service) error {
 	releases := e.l.ReleasesDir()
 	if real, err := filepath.EvalSymlinks(releases); err == nil {
 		releases = real
 	}
-	want := filepath.Join(releases, release)
-	deadline := time.Now().Add(cwdTimeout)
+	want := filepath.Join(releases, s.Release)
+	deadline := e.Now().Add(cwdTimeout)
 	var last string
 	for {
-		pid, err := procs.MainPID(ctx, e.Runner, svc, e.Desired.Root, e.env(e.release))
+		pid, err := procs.MainPID(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit))
 		if err != nil {
 			last = fmt.Sprintf("service %s: no main process: %v", svc.Name, err)
 		} else {
 			var stale []string
-			for _, p := range procs.Tree(pid) {
-				cwd, err := procs.Cwd(p)
-				if err != nil || !procs.Alive(p) {
+			for _, pr := range procs.Tree(pid) {
+				cwd, err := procs.Cwd(pr)
+				if err != nil || !procs.Alive(pr) {
 					continue
 				}
 				cwd = strings.TrimSuffix(cwd, " (deleted)")
@@ -103,17 +100,17 @@ func (e *executor) checkCwd(ctx context.Context, svc desired.Service, release st
 					continue
 				}
 				rel, _ := filepath.Rel(releases, cwd)
-				stale = append(stale, fmt.Sprintf("pid %d in releases/%s", p, strings.SplitN(rel, "/", 2)[0]))
+				stale = append(stale, fmt.Sprintf("pid %d in releases/%s", pr, strings.SplitN(rel, "/", 2)[0]))
 			}
 			if len(stale) == 0 {
-				fmt.Fprintf(e.out, "  passed %s runs from releases/%s (pid %d)\n", svc.Name, release, pid)
+				e.View.Note(s, fmt.Sprintf("passed %s runs from releases/%s (pid %d)", svc.Name, s.Release, pid))
 				return nil
 			}
 			last = fmt.Sprintf("service %s still runs from the old release after %s (%s), not from releases/%s: it serves the old code. "+
 				"Use action: restart, or a reload that re-executes from the link (gunicorn: start it with --chdir <root>/%s)",
-				svc.Name, svc.Action, strings.Join(stale, ", "), release, e.Desired.Link)
+				svc.Name, svc.Action, strings.Join(stale, ", "), s.Release, p.Link)
 		}
-		if time.Now().After(deadline) {
+		if e.Now().After(deadline) {
 			return errors.New(last)
 		}
 		select {
@@ -124,70 +121,59 @@ func (e *executor) checkCwd(ctx context.Context, svc desired.Service, release st
 	}
 }
 
-// revert returns the link to the previous release after the target failed
-// step (a service action or the health check): switch back, act on the services again, check the
-// previous release, and only then record the target failed — so the link
-// never points at a release recorded failed.
-func (e *executor) revert(ctx context.Context, step string, cause error) error {
-	failed := e.release
-	herr := &HealthError{Release: failed, Err: errors.Unwrap(cause)}
-	if herr.Err == nil {
-		herr.Err = cause
+// revert follows a service action or health check that failed in a plan
+// moving forward: the host is observed again and the revert planned from
+// what is there — a plan like any other, shown, performed by the same
+// loop and recorded in the history as an apply of its own.
+func (e *executor) revert(ctx context.Context, failed plan.Step, cause error) error {
+	herr := &HealthError{Release: failed.Release, Err: cause}
+	var ae *Error
+	if errors.As(cause, &ae) {
+		herr.Err = ae.Err
 	}
-	prev := e.previous
-	markFailed := func() error {
-		rec, err := record.ReadRelease(e.l.RecordFile(failed))
-		if err != nil {
-			return err
-		}
-		rec.State = record.Failed
-		rec.Failure = &record.Failure{Step: step, Error: herr.Err.Error(), At: e.Now().UTC()}
-		return record.WriteRelease(e.l.RecordFile(failed), rec)
+	f := record.Failure{Step: failedStepName(failed), Error: herr.Err.Error()}
+	var sf *stepFailure
+	if errors.As(cause, &sf) {
+		f.Output = sf.output
 	}
-	if prev == "" || prev == failed {
-		if err := markFailed(); err != nil {
-			return err
-		}
-		return herr
-	}
-	prevRec, err := record.ReadRelease(e.l.RecordFile(prev))
-	if err != nil || prevRec.State != record.Complete {
-		return fmt.Errorf("%v; cannot return to %s: it is not a complete release (%v)", herr, prev, err)
-	}
-	e.log.Warn("health check failed; reverting", zap.String("to", prev))
-	fmt.Fprintf(e.out, "\nHealth check failed: returning to releases/%s.\n", prev)
-	e.release, e.commit = prev, prevRec.Commit
-	defer func() { e.release = failed }()
-	err = e.step(ctx, plan.Step{Action: plan.Switch, Release: prev, Name: e.Desired.Link, Detail: layout.LinkTarget(prev), Reason: "revert"}, func() error {
-		if err := fsx.SwitchLink(e.l.LinkPath(), layout.LinkTarget(prev)); err != nil {
-			return err
-		}
-		return record.WriteHost(e.l.HostFile(), &record.Host{Linked: prev, Previous: failed, SwitchedAt: e.Now().UTC(), ServicesDone: len(e.Desired.Services) == 0})
-	})
+	a, err := actual.Observe(ctx, e.Desired, nil)
 	if err != nil {
-		return fmt.Errorf("%v; returning to %s failed: %w", herr, prev, err)
+		return fmt.Errorf("%v; observing the host to revert: %w", herr, err)
 	}
-	herr.RevertedTo = prev
-	if err := markFailed(); err != nil {
-		return err
+	rp := plan.Revert(e.Desired, a, failed.Release, f)
+	e.res.Revert = rp
+	e.View.Reverting(rp)
+	start := e.Now()
+	rerr := e.perform(ctx, rp)
+	if rp.Target != failed.Release {
+		herr.RevertedTo = rp.Target
 	}
-	for _, svc := range e.Desired.Services {
-		s := plan.Step{Action: plan.Service, Release: prev, Name: svc.Name, Detail: svc.Action, Reason: "revert"}
-		if err := e.step(ctx, s, func() error { return e.service(ctx, svc.Name, prev, prevRec.Commit) }); err != nil {
-			herr.PreviousErr = err
-			return herr
+	if rerr != nil {
+		var re *Error
+		herr.PreviousErr = rerr
+		if errors.As(rerr, &re) {
+			herr.PreviousErr = re.Err
 		}
 	}
-	if err := e.updateHost(func(h *record.Host) { h.ServicesDone = true }); err != nil {
-		return err
+	rec := history.Record{Time: e.Now().UTC(), Kind: history.KindApply, ApplyID: e.id + "-revert", Trigger: "revert",
+		Commit: rp.Commit, Release: rp.Target, Result: history.ResultOK, Duration: e.Now().Sub(start).Seconds()}
+	if r := a.Release(rp.Target); r != nil && r.Record != nil {
+		rec.Commit = r.Record.Commit
 	}
-	s := plan.Step{Action: plan.Health, Release: prev, Name: "health", Detail: plan.HealthDetail(e.Desired), Reason: "revert"}
-	if err := e.step(ctx, s, func() error { return e.verify(ctx, prev, prevRec.Commit) }); err != nil {
-		herr.PreviousErr = errors.Unwrap(err)
-		return herr
+	if rerr != nil {
+		rec.Result, rec.Error = history.ResultFailed, rerr.Error()
 	}
-	if err := e.updateHost(func(h *record.Host) { h.Verified = true }); err != nil {
-		return err
+	if err := history.Append(e.l.HistoryFile(), rec); err != nil && rerr == nil {
+		return fmt.Errorf("%v; %w", herr, err)
 	}
 	return herr
+}
+
+// failedStepName is how a failure after the switch is recorded: "health",
+// or "service web".
+func failedStepName(s plan.Step) string {
+	if s.Action == plan.Service {
+		return "service " + s.Name
+	}
+	return s.Name
 }

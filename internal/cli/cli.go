@@ -4,14 +4,12 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/status"
+	"github.com/reconciler-dev/reconciler/internal/view"
 )
 
 // Exit codes.
@@ -106,7 +105,15 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.PersistentFlags().StringVarP(&g.file, "file", "f", "desired.yaml", "the desired state file")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		// Checked before any command runs: a bad level is a usage
+		// error, whether or not the command logs.
+		if _, err := zapcore.ParseLevel(g.logLevel); err != nil {
+			return fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+		}
+		return nil
+	}
+	root.PersistentFlags().StringVarP(&g.file, "file", "f", defaultFile, "the desired state file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
@@ -123,6 +130,24 @@ func (g *globals) logger() (*zap.Logger, error) {
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(g.stderr), lvl)
 	return zap.New(core), nil
+}
+
+// defaultFile is the desired file when -f is not given.
+const defaultFile = "desired.yaml"
+
+// command is how the user invoked the reconciler, for hints to paste.
+func (g *globals) command() view.Command { return view.CommandFor(g.file, defaultFile) }
+
+// applyError says what to do about a failed apply, as a command.
+func (g *globals) applyError(err error) error {
+	var be *apply.BlockedError
+	if errors.As(err, &be) {
+		return fmt.Errorf("apply: %w\nhint: run `%s` to try it again, or change source.commit or the build", err, g.command().With("apply --retry"))
+	}
+	if errors.Is(err, apply.ErrInterrupted) {
+		return fmt.Errorf("apply interrupted: run `%s` to resume", g.command().With("apply"))
+	}
+	return fmt.Errorf("apply failed: %w", err)
 }
 
 func (g *globals) load() (*desired.State, error) {
@@ -161,14 +186,14 @@ func planCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, _, err := apply.Plan(cmd.Context(), d, cache(d), plan.Options{Retry: retry})
+			p, err := apply.Plan(cmd.Context(), d, cache(d), plan.Options{Retry: retry, Now: time.Now()})
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				err = plan.RenderJSON(g.stdout, p)
+				err = view.PlanJSON(g.stdout, p)
 			} else {
-				err = plan.RenderText(g.stdout, p)
+				err = view.PlanHuman(g.stdout, p, g.command())
 			}
 			if err != nil {
 				return err
@@ -212,37 +237,24 @@ func applyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			var out io.Writer = g.stdout
+			var v apply.View = &view.OperationHuman{W: g.stdout, Cmd: g.command()}
 			if asJSON {
-				out = g.stderr // progress for people; stdout stays one JSON document
+				// Progress for people on stderr; stdout stays one JSON document.
+				v = &view.OperationJSON{W: g.stdout, Progress: &view.OperationHuman{W: g.stderr, Cmd: g.command()}}
 			}
-			res, err := apply.Apply(cmd.Context(), apply.Options{
+			_, err = apply.Apply(cmd.Context(), apply.Options{
 				Desired:     d,
 				Git:         cache(d),
 				Runner:      &runner.Runner{Log: log.Named("run")},
 				Log:         log.Named("apply"),
-				Out:         out,
+				View:        v,
 				Retry:       retry,
 				LockTimeout: lockTimeout,
 				Trigger:     "cli",
 				Env:         os.Environ(),
 			})
-			if asJSON && res != nil {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				if jerr := enc.Encode(res); jerr != nil && err == nil {
-					err = jerr
-				}
-			}
 			if err != nil {
-				return &exitError{code: ExitError, err: fmt.Errorf("apply failed: %w", err)}
-			}
-			if !asJSON {
-				switch res.Result {
-				case history.ResultNoop:
-				default:
-					fmt.Fprintf(g.stdout, "\nApply complete: %s -> releases/%s.\n", d.Link, res.Release)
-				}
+				return &exitError{code: ExitError, err: g.applyError(err)}
 			}
 			return nil
 		},
@@ -307,29 +319,10 @@ func historyCmd(g *globals) *cobra.Command {
 				recs = recs[len(recs)-limit:]
 			}
 			if asJSON {
-				if recs == nil {
-					recs = []history.Record{}
-				}
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(recs)
+				return view.HistoryJSON(g.stdout, recs)
 			}
-			if len(recs) == 0 {
-				fmt.Fprintln(g.stdout, "No applies recorded yet.")
-			}
-			for _, r := range recs {
-				what := r.Step
-				if r.Kind == history.KindApply {
-					what = "APPLY"
-				}
-				commit := r.Commit
-				if len(commit) > 8 {
-					commit = commit[:8]
-				}
-				fmt.Fprintf(g.stdout, "%s  %-10s  %-7s  %-8s  %-30s  %7.2fs  %s\n", r.Time.UTC().Format(time.RFC3339), r.Result, r.Trigger, commit, r.Release, r.Duration, what)
-				if r.Error != "" {
-					fmt.Fprintf(g.stdout, "    %s\n", strings.ReplaceAll(strings.TrimSpace(r.Error), "\n", "\n    "))
-				}
+			if err := view.HistoryHuman(g.stdout, recs); err != nil {
+				return err
 			}
 			if skipped > 0 {
 				fmt.Fprintf(g.stderr, "warning: %d unreadable history lines skipped\n", skipped)

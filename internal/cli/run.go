@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -149,7 +148,7 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 		Apply: func(ctx context.Context, st *desired.State, snap *source.Snapshot, trigger string, rlog *zap.Logger) (*apply.Result, error) {
 			return apply.Apply(ctx, apply.Options{
 				Desired: st, Git: cache(st), Runner: &runner.Runner{Log: rlog.Named("cmd")}, Log: rlog,
-				Out: io.Discard, Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(),
+				Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(),
 			})
 		},
 	})

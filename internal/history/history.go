@@ -25,6 +25,9 @@ const (
 	ResultFailed  = "failed"
 	ResultNoop    = "no-changes"
 	ResultBlocked = "blocked"
+	// ResultInterrupted: stopped from outside (Ctrl-C, SIGTERM, the
+	// daemon's deadline); the next apply resumes.
+	ResultInterrupted = "interrupted"
 )
 
 // Record is one line of the history.
@@ -42,6 +45,8 @@ type Record struct {
 	Result       string  `json:"result"`
 	Duration     float64 `json:"duration_s"`
 	Error        string  `json:"error,omitempty"`
+	// Output is the tail of what a failed command printed.
+	Output string `json:"output,omitempty"`
 }
 
 // Append adds rec to the history file at path and syncs it: a history that

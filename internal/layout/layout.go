@@ -53,7 +53,28 @@ func (l Layout) StepLog(name, step string) string {
 func LinkTarget(name string) string { return filepath.Join("releases", name) }
 
 // RecordDirName is the folder inside each release that holds its record.
+// The same name is the state directory under root.
 const RecordDirName = ".reconciler"
+
+// Reserved are the names under root the reconciler keeps for itself: the
+// link may not take one, and the exported tree may not have RecordDirName.
+var Reserved = []string{"releases", "shared", "repo", "cache", RecordDirName}
+
+// ShortLen is how many hex digits of a commit people see: in release
+// names, plans, status and history.
+const ShortLen = 8
+
+// Short is the commit as people see it.
+func Short(sha string) string {
+	if len(sha) > ShortLen {
+		return sha[:ShortLen]
+	}
+	return sha
+}
+
+// TempLinkGlob matches the temporary links a switch makes beside the link
+// (see fsx.SwitchLink); one left behind by a crash is never the link.
+func (l Layout) TempLinkGlob() string { return filepath.Join(l.Root, "."+l.Link+".tmp-*") }
 
 var releaseNameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$`)
 
@@ -61,11 +82,7 @@ var releaseNameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)
 // release name is only ever made here; n > 0 disambiguates two releases made
 // in the same second.
 func ReleaseName(t time.Time, commit string, n int) string {
-	prefix := commit
-	if len(prefix) > 8 {
-		prefix = prefix[:8]
-	}
-	name := t.UTC().Format("20060102T150405Z") + "-" + prefix
+	name := t.UTC().Format("20060102T150405Z") + "-" + Short(commit)
 	if n > 0 {
 		name += fmt.Sprintf("-%d", n)
 	}

@@ -3,15 +3,17 @@ package plan
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
-// Action is what a step does. Its value is the symbol shown before the
-// step, as in terraform plan.
+// Action is what a step does. Its value is the word shown before the
+// step, as in terraform plan; Symbol is its mark.
 type Action string
 
 const (
@@ -23,8 +25,9 @@ const (
 	Migrate Action = "migrate" // run the migration
 	Switch  Action = "switch"  // point the link at the release
 	Service Action = "service" // restart or reload a service
+	Health  Action = "health"  // verify the linked release serves
+	Fail    Action = "fail"    // record a release failed after its switch
 	Prune   Action = "prune"   // delete a release
-	Health  Action = "health"  // verify the linked release serves; revert if not
 )
 
 // Symbol is the mark a step gets in the human rendering.
@@ -38,21 +41,69 @@ func (a Action) Symbol() string {
 		return "-"
 	case Health:
 		return "?"
+	case Fail:
+		return "!"
 	}
 	return "+"
 }
 
-// NewRelease is the Release of steps that act on the release the plan
-// creates: its name is given when it is made, by the executor.
+// IsReleaseStep reports whether the action builds the release: its
+// completion is recorded in the release, and the last one completes it.
+func (a Action) IsReleaseStep() bool {
+	switch a {
+	case Export, Shared, Build, Migrate:
+		return true
+	}
+	return false
+}
+
+// NewRelease stands for the release a plan creates while the commit, and
+// so the release's name, is not known yet: only in a plan that starts with
+// a fetch, which the executor makes again after fetching.
 const NewRelease = "(new)"
 
-// Step is one thing to do, and why.
+// SharedPaths are the shared paths a Shared step links.
+type SharedPaths struct {
+	Dirs  []string `json:"dirs,omitempty"`
+	Files []string `json:"files,omitempty"`
+}
+
+// Step is one thing to do, why, and everything needed to do it: the
+// executor never looks anything up in the desired state.
 type Step struct {
 	Action  Action `json:"action"`
-	Release string `json:"release,omitempty"` // the release acted on; NewRelease for the one being created
-	Name    string `json:"name,omitempty"`    // build step, service or shared path
+	Release string `json:"release,omitempty"` // the release acted on
+	Commit  string `json:"commit,omitempty"`  // that release's commit
+	Name    string `json:"name,omitempty"`    // build step, service, link or check name
 	Detail  string `json:"detail,omitempty"`  // e.g. the service action, the link target
 	Reason  string `json:"reason"`
+
+	// Run is the shell command of a build step, the migration or a
+	// service action, run with Timeout.
+	Run     string        `json:"run,omitempty"`
+	Timeout time.Duration `json:"timeout_ns,omitempty"`
+	// Fingerprint is what a release step is recorded done under.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Before is the release transition performed before the step runs:
+	// Rebuild for the first step of a retried build, Built or Relink for a
+	// switch to a release whose steps are all recorded.
+	Before record.Event `json:"before,omitempty"`
+	// Completes: the release is complete once this release step is done.
+	Completes bool `json:"completes,omitempty"`
+	// After a switch, service action or health step: what the host
+	// record says once it succeeded. Verified also records the release
+	// healthy (the rollback target is derived from that).
+	ServicesDone bool `json:"services_done,omitempty"`
+	Verified     bool `json:"verified,omitempty"`
+
+	Path   string       `json:"path,omitempty"`   // export: the subdirectory of the repository
+	Shared *SharedPaths `json:"shared,omitempty"` // shared: what to link
+	// Health: the services whose processes must run from the release, and
+	// the checks that must pass, in order.
+	Services []desired.Service `json:"-"`
+	Checks   []desired.Check   `json:"-"`
+	// Fail: what is recorded.
+	Failure *record.Failure `json:"failure,omitempty"`
 }
 
 // Plan is the ordered list of steps that takes the host to the desired
@@ -65,7 +116,7 @@ type Plan struct {
 	Commit      string `json:"commit,omitempty"` // full SHA; "" until a fetch resolves Ref
 	Fingerprint string `json:"fingerprint"`
 	// Target is the release the link will point at: an existing release,
-	// or NewRelease.
+	// the one the plan creates, or NewRelease.
 	Target   string   `json:"target"`
 	Linked   string   `json:"linked,omitempty"`   // the release the link points at now
 	Previous string   `json:"previous,omitempty"` // the rollback target after this plan
@@ -77,6 +128,12 @@ type Plan struct {
 	// its steps, if any, return the link to it and finish its services and
 	// health check, so drift is repaired while the target is blocked.
 	Holding string `json:"holding,omitempty"`
+	// Reverting is set on the plan that returns the host to its rollback
+	// target after the target failed once linked.
+	Reverting *Reverting `json:"reverting,omitempty"`
+	// Env is the environment desired.yaml gives every command. Its values
+	// may be secrets: never rendered.
+	Env []desired.EnvVar `json:"-"`
 }
 
 // Blocked says why a plan refuses to act.
@@ -84,7 +141,15 @@ type Blocked struct {
 	Release string `json:"release"`
 	Step    string `json:"step"`
 	Error   string `json:"error"`
+	Output  string `json:"output,omitempty"`
 	At      string `json:"at"`
+}
+
+// Reverting says what a revert plan undoes.
+type Reverting struct {
+	From  string `json:"from"` // the release that failed
+	Step  string `json:"step"` // where: "health", "service web"
+	Error string `json:"error"`
 }
 
 // Changes reports whether the plan has anything to do.
@@ -104,12 +169,19 @@ func (p *Plan) Prunes() bool {
 // executor re-observes and re-plans: only then is the commit known.
 func (p *Plan) NeedsFetch() bool { return len(p.Steps) > 0 && p.Steps[0].Action == Fetch }
 
+// RevertsOnFailure reports whether a failed service action or health check
+// of this plan returns the host to its rollback target: only a plan that
+// moves forward does; holding and reverting have nothing better to go to.
+func (p *Plan) RevertsOnFailure() bool { return p.Blocked == nil && p.Reverting == nil }
+
 // Options change how a plan is made.
 type Options struct {
 	// Retry builds a target again that failed before, resuming at the
 	// step that failed. Without it a failed target blocks the plan, so a
 	// daemon does not retry a broken release in a loop.
 	Retry bool
+	// Now names a release the plan creates. The plan reads no clock.
+	Now time.Time
 }
 
 // Error is a host state the plan refuses to act on; it says what to do.
@@ -127,24 +199,15 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		Commit:      a.Commit.SHA,
 		Fingerprint: d.Fingerprint(),
 		Linked:      a.Link.Release,
+		Env:         d.Env,
 	}
 	if a.Link.Problem != "" {
-		return nil, &Error{Msg: fmt.Sprintf("refusing to touch the link: %s; move it away (it may hold something a person needs), then run again", a.Link.Problem)}
+		return nil, &Error{Msg: fmt.Sprintf("refusing to touch the link: %s; move it away, then run again", a.Link.Problem)}
 	}
 	if len(a.MissingShared) > 0 {
 		return nil, &Error{Msg: fmt.Sprintf("shared files missing under %s/shared: %s; create them (they hold configuration and secrets the reconciler cannot guess)", d.Root, strings.Join(a.MissingShared, ", "))}
 	}
-	for _, r := range a.Releases {
-		if r.Problem != "" {
-			p.Warnings = append(p.Warnings, fmt.Sprintf("releases/%s: %s; left alone", r.Name, r.Problem))
-		}
-	}
-	for _, s := range a.Strays {
-		p.Warnings = append(p.Warnings, fmt.Sprintf("releases/%s is not a release; left alone", s))
-	}
-	if a.HostProblem != "" {
-		p.Warnings = append(p.Warnings, "host record: "+a.HostProblem)
-	}
+	p.Warnings = warnings(a)
 
 	commit := a.Commit.SHA
 	if commit == "" && desired.IsHash(d.Source.Commit) {
@@ -169,69 +232,133 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	}
 
 	if target != nil && target.Record.State == record.Failed && !opts.Retry {
-		f := target.Record.Failure
-		p.Blocked = &Blocked{Release: target.Name}
-		if f != nil {
-			p.Blocked.Step, p.Blocked.Error, p.Blocked.At = f.Step, f.Error, f.At.UTC().Format("2006-01-02T15:04:05Z")
-		}
-		p.Target = target.Name
-		p.Steps = nil
-		hold, why := lastGood(a, target.Name)
-		if hold == "" {
-			if why != "" {
-				p.Warnings = append(p.Warnings, why)
-			}
-			return p, nil
-		}
-		// Invariant 10: the host stays on the last good release. A link
-		// moved or deleted by hand, or a revert interrupted before its
-		// services acted, is repaired towards it, never towards the target.
-		p.Holding = hold
-		p.Steps, p.Previous, _ = settle(d, a, hold, "verify the last good release serves")
-		return p, nil
+		return blocked(d, a, p, target), nil
 	}
 
 	name := NewRelease
-	if target != nil {
+	switch {
+	case target != nil:
 		name = target.Name
+	case commit != "":
+		name = newReleaseName(a, opts.Now, commit)
 	}
 	p.Target = name
 	if !done {
 		p.Steps = append(p.Steps, buildSteps(d, target, name, commit)...)
 	}
-
-	var switched bool
-	var settleSteps []Step
-	settleSteps, p.Previous, switched = settle(d, a, name, "verify the release serves; return to the previous one if not")
+	p.Previous = a.RollbackTarget(name)
+	settleSteps, switched := settle(d, a, name, commit, "verify the release serves; return to the previous one if not")
+	if target != nil && !done && len(settleSteps) > 0 && (len(p.Steps) == 0 || !p.Steps[len(p.Steps)-1].Action.IsReleaseStep()) {
+		// Every step is recorded, yet the release is not complete: a
+		// record left "building" (an interrupted write, an older
+		// writer), or --retry of a release that was built and failed
+		// after its switch, which its checks will judge anew.
+		settleSteps[0].Before = record.Built
+		if target.Record.State == record.Failed {
+			settleSteps[0].Before = record.Relink
+		}
+	}
 	p.Steps = append(p.Steps, settleSteps...)
-	prune, warnings := pruneSteps(d, a, name, p.Previous, switched)
-	p.Steps = append(p.Steps, prune...)
-	p.Warnings = append(p.Warnings, warnings...)
+	p.Steps = append(p.Steps, pruneSteps(d, a, name, p.Previous, switched)...)
 	return p, nil
 }
 
-// lastGood is the release a host with a blocked target stays on: the one
-// the host record links, when it is complete and on disk. Otherwise there
-// is nothing to hold and, when the link is broken, why.
-func lastGood(a *actual.State, failed string) (name, why string) {
-	if a.Host == nil || a.Host.Linked == "" || a.Host.Linked == failed {
-		return "", ""
-	}
-	r := a.Release(a.Host.Linked)
-	if r == nil || !r.Complete() {
-		if a.Link.Release == "" {
-			return "", fmt.Sprintf("releases/%s, the last good release, is gone and the target is blocked: nothing to return the link to", a.Host.Linked)
+func warnings(a *actual.State) []string {
+	var out []string
+	for _, r := range a.Releases {
+		if r.Problem != "" {
+			out = append(out, fmt.Sprintf("releases/%s: %s; left alone", r.Name, r.Problem))
 		}
-		return "", ""
 	}
-	return a.Host.Linked, ""
+	for _, s := range a.Strays {
+		out = append(out, fmt.Sprintf("releases/%s is not a release; left alone", s))
+	}
+	if a.HostProblem != "" {
+		out = append(out, "host record: "+a.HostProblem)
+	}
+	return out
+}
+
+// blocked is the plan for a target that failed before: nothing towards it.
+// Invariant 10: the host stays on the last good release. A link moved or
+// deleted by hand, or a revert interrupted before its services acted, is
+// repaired towards it, never towards the target.
+func blocked(d *desired.State, a *actual.State, p *Plan, target *actual.Release) *Plan {
+	p.Blocked = &Blocked{Release: target.Name}
+	if f := target.Record.Failure; f != nil {
+		p.Blocked.Step, p.Blocked.Error, p.Blocked.Output, p.Blocked.At = f.Step, f.Error, f.Output, f.At.UTC().Format("2006-01-02T15:04:05Z")
+	}
+	p.Target = target.Name
+	p.Steps = nil
+	hold := a.RollbackTarget(target.Name)
+	if hold == "" {
+		if a.Link.Release == "" {
+			p.Warnings = append(p.Warnings, "no release that served healthy is on disk, and the target is blocked: nothing to return the link to")
+		}
+		return p
+	}
+	r := a.Release(hold)
+	p.Holding = hold
+	p.Previous = a.RollbackTarget(hold)
+	p.Steps, _ = settle(d, a, hold, r.Record.Commit, "verify the last good release serves")
+	return p
+}
+
+// Revert plans the return to the rollback target after release failed at
+// step once linked (a service action or health check): switch back, record
+// the failure, act on the services and verify the release returned to.
+// The failure is recorded after the link moved away, so the link points at
+// a failed release only when there is nothing to return to.
+func Revert(d *desired.State, a *actual.State, failed string, f record.Failure) *Plan {
+	p := &Plan{App: d.App, Root: d.Root, Link: d.Link, Ref: d.Source.Commit, Fingerprint: d.Fingerprint(),
+		Linked: a.Link.Release, Env: d.Env, Reverting: &Reverting{From: failed, Step: f.Step, Error: f.Error}}
+	p.Warnings = warnings(a)
+	if r := a.Release(failed); r != nil && r.Record != nil {
+		p.Commit = r.Record.Commit
+	}
+	fail := Step{Action: Fail, Release: failed, Commit: p.Commit, Name: f.Step, Failure: &f,
+		Reason: "its " + f.Step + " failed: it is not retried until asked (apply --retry) or the target changes"}
+	back := a.RollbackTarget(failed)
+	if back == "" {
+		p.Target = failed
+		fail.Reason = "there is no release that served healthy to return to: the link stays on it"
+		p.Steps = []Step{fail}
+		return p
+	}
+	p.Target = back
+	p.Previous = a.RollbackTarget(back)
+	steps, switched := settle(d, a, back, a.Release(back).Record.Commit, "verify the release returned to serves")
+	if switched {
+		p.Steps = append(p.Steps, steps[0], fail)
+		p.Steps = append(p.Steps, steps[1:]...)
+	} else {
+		p.Steps = append([]Step{fail}, steps...)
+	}
+	return p
+}
+
+// newReleaseName names the release the plan creates: made here from the
+// clock the caller passed and the commit, never from input, and distinct
+// from every entry under releases/.
+func newReleaseName(a *actual.State, now time.Time, commit string) string {
+	taken := map[string]bool{}
+	for _, r := range a.Releases {
+		taken[r.Name] = true
+	}
+	for _, s := range a.Strays {
+		taken[s] = true
+	}
+	for n := 0; ; n++ {
+		if name := layout.ReleaseName(now, commit, n); !taken[name] {
+			return name
+		}
+	}
 }
 
 // settle plans what puts the link on release name and leaves it serving:
 // the switch, the service actions and the health check, each only when
-// not already done. It returns the previous release (the rollback target
-// after the plan) and whether the link moves.
-func settle(d *desired.State, a *actual.State, name, verify string) (steps []Step, previous string, switched bool) {
+// not already done. It reports whether the link moves.
+func settle(d *desired.State, a *actual.State, name, commit, verify string) (steps []Step, switched bool) {
 	switched = a.Link.Release != name
 	if switched {
 		reason := "the link does not exist yet"
@@ -241,15 +368,7 @@ func settle(d *desired.State, a *actual.State, name, verify string) (steps []Ste
 		case a.Link.Release != "":
 			reason = fmt.Sprintf("the link points at %s%s", a.Link.Release, commitOf(a, a.Link.Release))
 		}
-		steps = append(steps, Step{Action: Switch, Release: name, Name: d.Link, Detail: "releases/" + name, Reason: reason})
-		previous = a.Link.Release
-	} else if a.Host != nil && a.Host.Linked == a.Link.Release {
-		previous = a.Host.Previous
-	} else if a.Host != nil {
-		// The link moved after the host record was written: a switch
-		// that stopped before recording, or a hand edit. The release
-		// recorded is where the link came from.
-		previous = a.Host.Linked
+		steps = append(steps, Step{Action: Switch, Release: name, Commit: commit, Name: d.Link, Detail: layout.LinkTarget(name), Reason: reason})
 	}
 
 	// Services act when the link moves, or when it moved in an apply that
@@ -269,19 +388,44 @@ func settle(d *desired.State, a *actual.State, name, verify string) (steps []Ste
 			if pending != "" {
 				reason = pending
 			}
-			steps = append(steps, Step{Action: Service, Name: svc.Name, Detail: svc.Action, Reason: reason})
+			script, _ := services.Script(svc) // the manager was validated by desired
+			steps = append(steps, Step{Action: Service, Release: name, Commit: commit, Name: svc.Name, Detail: svc.Action,
+				Run: script, Timeout: svc.Timeout, Reason: reason})
 		}
 	}
 	if NeedsHealth(d) {
+		h := Step{Action: Health, Release: name, Commit: commit, Name: "health", Detail: HealthDetail(d), Reason: verify}
+		for _, s := range d.Services {
+			if services.HasPID(s) {
+				h.Services = append(h.Services, s)
+			}
+			h.Checks = append(h.Checks, s.Health...)
+		}
+		h.Checks = append(h.Checks, d.Health...)
 		switch {
 		case switched || pending != "":
-			steps = append(steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d), Reason: verify})
+			steps = append(steps, h)
 		case a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.Verified:
-			steps = append(steps, Step{Action: Health, Release: name, Name: "health", Detail: HealthDetail(d),
-				Reason: fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)})
+			h.Reason = fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)
+			steps = append(steps, h)
 		}
 	}
-	return steps, previous, switched
+	// What the host record says after each step: the services are done
+	// after the last of them (or the switch when there are none); the
+	// release is verified after the health check, or what comes last.
+	if n := len(steps); n > 0 {
+		steps[n-1].Verified = true
+		for i := n - 1; i >= 0; i-- {
+			if steps[i].Action == Service || steps[i].Action == Switch {
+				steps[i].ServicesDone = true
+				break
+			}
+		}
+		if steps[0].Action == Health {
+			steps[0].ServicesDone = true // they acted before: only the check was pending
+		}
+	}
+	return steps, switched
 }
 
 // NeedsHealth reports whether d has anything to verify after a switch:
@@ -317,7 +461,7 @@ func HealthDetail(d *desired.State) string {
 
 func commitOf(a *actual.State, name string) string {
 	if r := a.Release(name); r != nil && r.Record != nil {
-		return " (commit " + short(r.Record.Commit) + ")"
+		return " (commit " + layout.Short(r.Record.Commit) + ")"
 	}
 	return ""
 }
@@ -369,18 +513,31 @@ const (
 	StepMigrate = "migrate"
 )
 
-// ReleaseSteps lists the steps that build a release of d, in order, with
-// the fingerprints they are recorded under.
-func ReleaseSteps(d *desired.State) []desired.Step {
-	steps := []desired.Step{{Name: StepExport, Run: "export " + d.Source.Path}}
+// ReleaseSteps lists the steps that build a release of d, in order, as
+// plan steps carrying what they run and the fingerprint they are recorded
+// under.
+func ReleaseSteps(d *desired.State) []Step {
+	var out []Step
+	// The export and shared steps are the reconciler's own: their Run is
+	// only what their fingerprint is made of, nothing to run.
+	add := func(a Action, st desired.Step) {
+		s := Step{Action: a, Name: st.Name, Timeout: st.Timeout, Fingerprint: st.Fingerprint()}
+		if a == Build || a == Migrate {
+			s.Run = st.Run
+		}
+		out = append(out, s)
+	}
+	add(Export, desired.Step{Name: StepExport, Run: "export " + d.Source.Path})
 	if len(d.Shared.Dirs)+len(d.Shared.Files) > 0 {
-		steps = append(steps, desired.Step{Name: StepShared, Run: "link " + strings.Join(d.Shared.Dirs, ",") + ";" + strings.Join(d.Shared.Files, ",")})
+		add(Shared, desired.Step{Name: StepShared, Run: "link " + strings.Join(d.Shared.Dirs, ",") + ";" + strings.Join(d.Shared.Files, ",")})
 	}
-	steps = append(steps, d.Build...)
+	for _, st := range d.Build {
+		add(Build, st)
+	}
 	if d.Migrate != nil {
-		steps = append(steps, *d.Migrate)
+		add(Migrate, *d.Migrate)
 	}
-	return steps
+	return out
 }
 
 func buildSteps(d *desired.State, target *actual.Release, name, commit string) []Step {
@@ -388,39 +545,37 @@ func buildSteps(d *desired.State, target *actual.Release, name, commit string) [
 	if target == nil {
 		reason := "no release of this commit and build is on disk"
 		if commit != "" {
-			reason = fmt.Sprintf("no release of %s with build %s is on disk", short(commit), d.Fingerprint())
+			reason = fmt.Sprintf("no release of %s with build %s is on disk", layout.Short(commit), d.Fingerprint())
 		}
-		out = append(out, Step{Action: Create, Release: name, Reason: reason})
+		out = append(out, Step{Action: Create, Release: name, Commit: commit, Fingerprint: d.Fingerprint(), Reason: reason})
 	}
 	resumed := false
-	for _, st := range ReleaseSteps(d) {
-		if target != nil && target.Record.Done(st.Name, st.Fingerprint()) {
+	for _, s := range ReleaseSteps(d) {
+		if target != nil && target.Record.Done(s.Name, s.Fingerprint) {
 			continue
 		}
-		reason := "new release"
+		s.Release, s.Commit, s.Reason = name, commit, "new release"
 		if target != nil {
-			reason = "not completed in " + target.Name
-			if target.Record.State == record.Failed && !resumed {
-				reason = "failed before; retrying"
-			} else if !resumed {
-				reason = "resuming: first step not completed"
+			s.Reason = "not completed in " + target.Name
+			if !resumed {
+				s.Reason = "resuming: first step not completed"
+				if target.Record.State == record.Failed {
+					s.Reason, s.Before = "failed before; retrying", record.Rebuild
+				}
 			}
 			resumed = true
 		}
-		s := Step{Release: name, Name: st.Name, Reason: reason}
-		switch st.Name {
-		case StepExport:
-			s.Action = Export
-			s.Detail = exportDetail(d, commit)
-		case StepShared:
-			s.Action = Shared
+		switch s.Action {
+		case Export:
+			s.Detail, s.Path = exportDetail(d, commit), d.Source.Path
+		case Shared:
 			s.Detail = strings.Join(append(append([]string{}, d.Shared.Dirs...), d.Shared.Files...), ", ")
-		case StepMigrate:
-			s.Action = Migrate
-		default:
-			s.Action = Build
+			s.Shared = &SharedPaths{Dirs: d.Shared.Dirs, Files: d.Shared.Files}
 		}
 		out = append(out, s)
+	}
+	if n := len(out); n > 0 && out[n-1].Action.IsReleaseStep() {
+		out[n-1].Completes = true
 	}
 	return out
 }
@@ -428,7 +583,7 @@ func buildSteps(d *desired.State, target *actual.Release, name, commit string) [
 func exportDetail(d *desired.State, commit string) string {
 	c := d.Source.Commit
 	if commit != "" {
-		c = short(commit)
+		c = layout.Short(commit)
 	}
 	if d.Source.Path != "" {
 		return c + ":" + d.Source.Path
@@ -437,19 +592,17 @@ func exportDetail(d *desired.State, commit string) string {
 }
 
 // pruneSteps deletes what a converged host no longer needs. It never
-// deletes the target, the release linked now or after this plan, or the
-// previous release (the rollback target).
-func pruneSteps(d *desired.State, a *actual.State, target, previous string, switched bool) (out []Step, warnings []string) {
-	protected := map[string]bool{target: true, a.Link.Release: true, previous: true}
-	var complete []actual.Release
-	for _, r := range a.Releases {
-		if pids := a.InUse[r.Name]; len(pids) > 0 && !protected[r.Name] && r.Record != nil {
-			// A process still runs from it: deleting it would pull the
-			// files from under a live server. Count it as kept.
-			warnings = append(warnings, fmt.Sprintf("releases/%s is in use by pid %s; not pruned", r.Name, pidList(pids)))
-			protected[r.Name] = true
-		}
+// deletes the target (linked after this plan) or the previous release
+// (the rollback target); the release linked before a switch is kept only
+// when it is the rollback target: one that never served healthy is not
+// worth returning to. Whether a process still runs from a release is
+// asked when the prune runs, not here: the plan reads no /proc.
+func pruneSteps(d *desired.State, a *actual.State, target, previous string, switched bool) (out []Step) {
+	protected := map[string]bool{target: true, previous: true}
+	if !switched {
+		protected[a.Link.Release] = true
 	}
+	var complete []actual.Release
 	for _, r := range a.Releases {
 		switch {
 		case protected[r.Name] || r.Record == nil:
@@ -459,14 +612,14 @@ func pruneSteps(d *desired.State, a *actual.State, target, previous string, swit
 		case switched:
 			// Unfinished and failed releases of other targets go after a
 			// switch: the host has moved on from them.
-			reason := "unfinished release of " + short(r.Record.Commit)
+			reason := "unfinished release of " + layout.Short(r.Record.Commit)
 			if r.Record.State == record.Failed {
-				reason = "failed release of " + short(r.Record.Commit)
+				reason = "failed release of " + layout.Short(r.Record.Commit)
 				if f := r.Record.Failure; f != nil {
 					reason += " (step " + f.Step + ")"
 				}
 			}
-			out = append(out, Step{Action: Prune, Release: r.Name, Reason: reason})
+			out = append(out, Step{Action: Prune, Release: r.Name, Commit: r.Record.Commit, Reason: reason})
 		}
 	}
 	kept := 0
@@ -489,29 +642,10 @@ func pruneSteps(d *desired.State, a *actual.State, target, previous string, swit
 			kept++
 			continue
 		}
-		old = append(old, Step{Action: Prune, Release: complete[i].Name, Reason: fmt.Sprintf("beyond keep: %d", d.Keep)})
+		old = append(old, Step{Action: Prune, Release: complete[i].Name, Commit: complete[i].Record.Commit, Reason: fmt.Sprintf("beyond keep: %d", d.Keep)})
 	}
 	for i := len(old) - 1; i >= 0; i-- {
 		out = append(out, old[i])
 	}
-	return out, warnings
-}
-
-func pidList(pids []int) string {
-	var s []string
-	for i, p := range pids {
-		if i == 3 {
-			s = append(s, fmt.Sprintf("and %d more", len(pids)-3))
-			break
-		}
-		s = append(s, fmt.Sprint(p))
-	}
-	return strings.Join(s, ", ")
-}
-
-func short(sha string) string {
-	if len(sha) > 8 {
-		return sha[:8]
-	}
-	return sha
+	return out
 }

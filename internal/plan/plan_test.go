@@ -2,6 +2,7 @@ package plan
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -49,13 +50,21 @@ func itoa(n int) string { return string(rune('0' + n)) }
 
 var t0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-// rel makes an observed release built from d with the given state.
+// rel makes an observed release built from d with the given state. A
+// complete one served healthy at the time its name says it was made.
 func rel(d *desired.State, name, commit, state string) actual.Release {
 	r := &record.Release{Name: name, App: d.App, Commit: commit, Fingerprint: d.Fingerprint(), State: state, Created: t0}
 	for _, st := range ReleaseSteps(d) {
 		if state == record.Complete {
-			r.Steps = append(r.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint(), Finished: t0})
+			r.Steps = append(r.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint, Finished: t0})
 		}
+	}
+	if state == record.Complete {
+		at, err := time.Parse("20060102T150405Z", name[:16])
+		if err != nil {
+			panic(err)
+		}
+		r.HealthyAt = &at
 	}
 	return actual.Release{Name: name, Record: r}
 }
@@ -89,7 +98,7 @@ func TestMakeGolden(t *testing.T) {
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", ServicesDone: true, Verified: true},
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
 					Commit:   inCache(shaB)}
 			},
@@ -99,27 +108,11 @@ func TestMakeGolden(t *testing.T) {
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", ServicesDone: true},
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
 					Commit:   inCache(shaB)}
 			},
 			steps: []Action{Health},
-		},
-		{
-			name: "prune_skips_release_in_use",
-			d:    func(t *testing.T) *desired.State { return desiredState(t, shaC[:8], 1) },
-			a: func(d *desired.State) *actual.State {
-				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host: &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
-					Releases: []actual.Release{
-						rel(d, "20261118T100000Z-eeeeeeee", "eeeeeeee55555555555555555555555555555555", record.Complete),
-						rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete),
-						rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete),
-					},
-					InUse:  map[string][]int{"20261118T100000Z-eeeeeeee": {4242, 4243}},
-					Commit: inCache(shaC)}
-			},
-			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health, Prune},
 		},
 		{
 			name: "upgrade_prunes_beyond_keep_and_failed",
@@ -128,7 +121,7 @@ func TestMakeGolden(t *testing.T) {
 				failed := rel(d, "20261118T100000Z-dddddddd", "dddddddd44444444444444444444444444444444", record.Failed)
 				failed.Record.Failure = &record.Failure{Step: "venv", Error: "exit 1", At: t0}
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host: &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Host: &record.Host{Linked: "20261120T100000Z-bbbbbbbb", ServicesDone: true},
 					Releases: []actual.Release{
 						rel(d, "20261117T100000Z-eeeeeeee", "eeeeeeee55555555555555555555555555555555", record.Complete),
 						failed,
@@ -145,7 +138,7 @@ func TestMakeGolden(t *testing.T) {
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaA[:8], 5) },
 			a: func(d *desired.State) *actual.State {
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", Previous: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
+					Host:     &record.Host{Linked: "20261120T100000Z-bbbbbbbb", ServicesDone: true},
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)},
 					// The cache is gone: a rollback needs no git at all.
 					Commit: actual.Commit{Ref: shaA[:8], Why: "aaaaaaaa is not in the cache"}}
@@ -158,7 +151,7 @@ func TestMakeGolden(t *testing.T) {
 			a: func(d *desired.State) *actual.State {
 				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Building)
 				for _, st := range ReleaseSteps(d)[:3] { // export, shared, venv
-					b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
+					b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint})
 				}
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
 					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true},
@@ -172,7 +165,7 @@ func TestMakeGolden(t *testing.T) {
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {
 				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
-				b.Record.Failure = &record.Failure{Step: "static", Error: "build static: exited with status 1; last output:\nImportError: no module named shop", At: t0}
+				b.Record.Failure = &record.Failure{Step: "static", Error: "exited with status 1", Output: "Traceback (most recent call last):\nImportError: no module named shop", At: t0}
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
 					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
 					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
@@ -188,7 +181,7 @@ func TestMakeGolden(t *testing.T) {
 				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
 				b.Record.Failure = &record.Failure{Step: "health", Error: "health check http http://127.0.0.1:8000/health failed after 30 attempts: status 500", At: t0}
 				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261120T100000Z-bbbbbbbb"),
-					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", Previous: "20261120T100000Z-bbbbbbbb", ServicesDone: true, Verified: true},
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
 					Releases: []actual.Release{rel(d, "20261118T100000Z-cccccccc", shaC, record.Complete), rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
 					Commit:   inCache(shaB)}
 			},
@@ -225,6 +218,7 @@ func TestMakeGolden(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := tt.d(t)
 			a := tt.a(d)
+			tt.opts.Now = t0.Add(48 * time.Hour)
 			p, err := Make(d, a, tt.opts)
 			if err != nil {
 				t.Fatal(err)
@@ -238,17 +232,24 @@ func TestMakeGolden(t *testing.T) {
 			}
 			// Pure: the same inputs give the same plan, byte for byte.
 			p2, _ := Make(d, a, tt.opts)
-			var text, text2, js bytes.Buffer
-			RenderText(&text, p)
-			RenderText(&text2, p2)
-			if text.String() != text2.String() {
+			js, js2 := planJSON(t, p), planJSON(t, p2)
+			if !bytes.Equal(js, js2) {
 				t.Error("Make is not deterministic")
 			}
-			RenderJSON(&js, p)
-			golden(t, tt.name+".txt", text.Bytes())
-			golden(t, tt.name+".json", js.Bytes())
+			// The human rendering of these files is golden-tested in
+			// internal/view, from these very files.
+			golden(t, tt.name+".json", js)
 		})
 	}
+}
+
+func planJSON(t *testing.T, p *Plan) []byte {
+	t.Helper()
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(b, '\n')
 }
 
 func actions(a []Action) []string {
@@ -298,7 +299,7 @@ func TestRetryResumesAtFailedStep(t *testing.T) {
 	d := desiredState(t, shaB[:8], 5)
 	b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
 	for _, st := range ReleaseSteps(d)[:3] {
-		b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
+		b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint})
 	}
 	b.Record.Failure = &record.Failure{Step: "static"}
 	a := &actual.State{Releases: []actual.Release{b}, Commit: inCache(shaB)}
@@ -312,7 +313,8 @@ func TestRetryResumesAtFailedStep(t *testing.T) {
 }
 
 // TestPruneNeverRemovesProtected checks invariant 4 over every keep and
-// every choice of linked and previous release among eight.
+// every choice of linked and previous release among eight: the previous
+// release is the one that served healthy last, after the linked one.
 func TestPruneNeverRemovesProtected(t *testing.T) {
 	shas := []string{}
 	for i := 0; i < 8; i++ {
@@ -322,13 +324,25 @@ func TestPruneNeverRemovesProtected(t *testing.T) {
 	for keep := 1; keep <= 9; keep++ {
 		for linked := 0; linked < 8; linked++ {
 			for prev := 0; prev < 8; prev++ {
+				if prev == linked {
+					continue
+				}
 				for target := 0; target < 8; target++ {
 					d := desiredState(t, shas[target][:8], 1)
 					d.Keep = keep
 					a := &actual.State{RootExists: true, Link: linkedTo(name(linked)), Commit: inCache(shas[target]),
-						Host: &record.Host{Linked: name(linked), Previous: name(prev), ServicesDone: true}}
+						Host: &record.Host{Linked: name(linked), ServicesDone: true, Verified: true}}
 					for i := 0; i < 8; i++ {
-						a.Releases = append(a.Releases, rel(d, name(i), shas[i], record.Complete))
+						r := rel(d, name(i), shas[i], record.Complete)
+						at := t0.Add(time.Duration(i) * time.Hour)
+						switch i {
+						case prev:
+							at = t0.Add(100 * time.Hour)
+						case linked:
+							at = t0.Add(200 * time.Hour)
+						}
+						r.Record.HealthyAt = &at
+						a.Releases = append(a.Releases, r)
 					}
 					p, err := Make(d, a, Options{})
 					if err != nil {
@@ -341,7 +355,7 @@ func TestPruneNeverRemovesProtected(t *testing.T) {
 						}
 					}
 					// The rollback target after the plan: the release linked
-					// now when the link moves, else the recorded previous.
+					// now when the link moves, else the one before it.
 					wantPrev := name(prev)
 					if linked != target {
 						wantPrev = name(linked)
@@ -366,6 +380,24 @@ func TestPruneNeverRemovesProtected(t *testing.T) {
 	}
 }
 
+// The rollback target is never a failed release, nor one that never
+// served healthy (item 1 of issue 8: status named the failed release).
+func TestRollbackTargetIsNeverFailed(t *testing.T) {
+	d := desiredState(t, shaC[:8], 5)
+	good := rel(d, "20261118T100000Z-aaaaaaaa", shaA, record.Complete)
+	failed := rel(d, "20261119T100000Z-bbbbbbbb", shaB, record.Failed)
+	failed.Record.Failure = &record.Failure{Step: "health"}
+	never := rel(d, "20261120T100000Z-cccccccc", shaC, record.Complete)
+	never.Record.HealthyAt = nil
+	a := &actual.State{Releases: []actual.Release{good, failed, never}, Link: linkedTo(never.Name)}
+	if got := a.RollbackTarget(never.Name); got != good.Name {
+		t.Errorf("rollback target %q, want %s", got, good.Name)
+	}
+	if got := a.RollbackTarget(good.Name); got != "" {
+		t.Errorf("rollback target %q, want none: the others failed or never served", got)
+	}
+}
+
 func TestNeverSwitchesToIncomplete(t *testing.T) {
 	d := desiredState(t, shaB[:8], 5)
 	a := &actual.State{Releases: []actual.Release{rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Building)}, Commit: inCache(shaB)}
@@ -381,5 +413,43 @@ func TestNeverSwitchesToIncomplete(t *testing.T) {
 		if s.Action == Switch && !sawMigrate {
 			t.Fatal("switch planned before the release's last step")
 		}
+	}
+}
+
+// The revert is a plan like any other: switch back, record the failure
+// once the link moved away, act on the services, verify.
+func TestRevertGolden(t *testing.T) {
+	d := desiredState(t, shaB[:8], 5)
+	good := rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete)
+	bad := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)
+	bad.Record.HealthyAt = nil
+	f := record.Failure{Step: "health", Error: "health check http http://127.0.0.1:8000/health failed after 3 attempts: status 500"}
+	tests := []struct {
+		name  string
+		a     *actual.State
+		steps []Action
+	}{
+		{"revert_to_last_good", &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(bad.Name),
+			Host: &record.Host{Linked: bad.Name, ServicesDone: true}, Releases: []actual.Release{good, bad}},
+			[]Action{Switch, Fail, Service, Service, Health}},
+		{"revert_nothing_to_return_to", &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(bad.Name),
+			Host: &record.Host{Linked: bad.Name, ServicesDone: true}, Releases: []actual.Release{bad}},
+			[]Action{Fail}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Revert(d, tt.a, bad.Name, f)
+			var got []Action
+			for _, s := range p.Steps {
+				got = append(got, s.Action)
+			}
+			if strings.Join(actions(got), " ") != strings.Join(actions(tt.steps), " ") {
+				t.Errorf("steps: got %v, want %v", got, tt.steps)
+			}
+			if p.RevertsOnFailure() {
+				t.Error("a revert that fails must not revert again")
+			}
+			golden(t, tt.name+".json", planJSON(t, p))
+		})
 	}
 }

@@ -67,10 +67,14 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 			done = next(len(steps) + 1)
 		}
 		for _, st := range steps[:done] {
-			r.Steps = append(r.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
+			r.Steps = append(r.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint})
 		}
 		if state == record.Failed {
 			r.Failure = &record.Failure{Step: "x"}
+		}
+		if state == record.Complete && next(3) != 0 {
+			at := time.Date(2026, 11, 1+next(9), 0, 0, 0, 0, time.UTC)
+			r.HealthyAt = &at
 		}
 		a.Releases = append(a.Releases, actual.Release{Name: r.Name, Record: r})
 	}
@@ -87,9 +91,6 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 			name := complete[next(len(complete))]
 			a.Link = actual.Link{Exists: true, Target: "releases/" + name, Release: name}
 			a.Host = &record.Host{Linked: name, ServicesDone: next(3) != 0, Verified: next(3) != 0}
-			if next(2) == 0 {
-				a.Host.Previous = complete[next(len(complete))]
-			}
 			if next(5) == 0 {
 				a.Host.Linked = complete[next(len(complete))] // moved by hand
 			}
@@ -112,93 +113,58 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 // simulate performs p on the in-memory host a as the executor would,
 // checking the safety properties at each step, and returns the host after.
 func simulate(t tb, d *desired.State, a *actual.State, p *Plan) *actual.State {
-	for round := 0; ; round++ {
+	if p.NeedsFetch() {
+		a.Commit = actual.Commit{Ref: d.Source.Commit, SHA: d.Source.Commit, Kind: gitcache.KindCommit, InCache: true}
+		var err error
+		if p, err = Make(d, a, Options{Now: simNow}); err != nil {
+			t.Fatal(err)
+		}
 		if p.NeedsFetch() {
-			if round > 0 {
-				t.Fatal("a fetch after a fetch")
-			}
-			a.Commit = actual.Commit{Ref: d.Source.Commit, SHA: d.Source.Commit, Kind: gitcache.KindCommit, InCache: true}
-			var err error
-			if p, err = Make(d, a, Options{}); err != nil {
+			t.Fatal("a fetch after a fetch")
+		}
+	}
+	if p.Blocked != nil && p.Holding == "" && p.Changes() {
+		t.Fatal("a blocked plan with steps and nothing to hold")
+	}
+	protected := map[string]bool{p.Previous: true, p.Target: true}
+	clock, moved := simNow, false
+	for _, s := range p.Steps {
+		clock = clock.Add(time.Second)
+		if s.Release == NewRelease {
+			t.Fatalf("step %s of a release not named", s.Action)
+		}
+		r := a.Release(s.Release)
+		if s.Before != "" {
+			if err := r.Record.Apply(record.Change{Event: s.Before, At: clock}); err != nil {
 				t.Fatal(err)
 			}
-			continue
 		}
-		break
-	}
-	release := p.Target
-	if p.Blocked != nil {
-		if p.Holding == "" {
-			if p.Changes() {
-				t.Fatal("a blocked plan with steps and nothing to hold")
-			}
-			return a
-		}
-		release = p.Holding
-	}
-	protected := map[string]bool{a.Link.Release: true, p.Previous: true}
-	linked := a.Link.Release
-	steps := ReleaseSteps(d)
-	services := 0
-	for _, s := range p.Steps {
-		if s.Action == Service {
-			services++
-		}
-	}
-	for _, s := range p.Steps {
-		r := a.Release(release)
 		switch s.Action {
 		case Fetch:
 			t.Fatal("fetch after the re-plan")
 		case Create:
-			release = "29991231T000000Z-" + p.Commit[:8]
-			protected[release] = true
-			a.Releases = append(a.Releases, actual.Release{Name: release, Record: &record.Release{Name: release, Commit: p.Commit,
-				Fingerprint: d.Fingerprint(), State: record.Building, Created: time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)}})
+			if r != nil {
+				t.Fatalf("create %s, which exists", s.Release)
+			}
+			a.Releases = append(a.Releases, actual.Release{Name: s.Release, Record: &record.Release{Name: s.Release, Commit: s.Commit,
+				Fingerprint: s.Fingerprint, State: record.Building, Created: clock}})
 		case Export, Shared, Build, Migrate:
-			for _, st := range steps {
-				if st.Name == s.Name {
-					r.Record.Steps = append(r.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint()})
-				}
-			}
-			if r.Record.State == record.Failed {
-				r.Record.State = record.Building
-			}
-			all := true
-			for _, st := range steps {
-				all = all && r.Record.Done(st.Name, st.Fingerprint())
-			}
-			if all {
-				r.Record.State = record.Complete
+			err := r.Record.Apply(record.Change{Event: record.StepDone, At: clock, Completes: s.Completes,
+				Step: &record.Step{Name: s.Name, Fingerprint: s.Fingerprint}})
+			if err != nil {
+				t.Fatal(err)
 			}
 		case Switch:
-			protected[release] = true
-			if r != nil && r.Record.State == record.Building {
-				all := true
-				for _, st := range steps {
-					all = all && r.Record.Done(st.Name, st.Fingerprint())
-				}
-				if all { // as the executor's switch does: the steps prove it
-					r.Record.State = record.Complete
-				}
-			}
 			if r == nil || !r.Complete() {
-				t.Fatalf("switch to %s, which is not complete", release)
+				t.Fatalf("switch to %s, which is not complete", s.Release)
 			}
-			a.Host = &record.Host{Linked: release, Previous: linked, ServicesDone: services == 0, Verified: services == 0 && !NeedsHealth(d)}
-			a.Link = actual.Link{Exists: true, Target: "releases/" + release, Release: release}
-		case Service:
-			services--
-			if services == 0 {
-				hostFor(a)
-				a.Host.ServicesDone, a.Host.Verified = true, !NeedsHealth(d)
-			}
-		case Health:
+			a.Host = &record.Host{Linked: s.Release}
+			a.Link = actual.Link{Exists: true, Target: "releases/" + s.Release, Release: s.Release}
+		case Service, Health:
 			hostFor(a)
-			a.Host.ServicesDone, a.Host.Verified = true, true
 		case Prune:
 			if protected[s.Release] || s.Release == a.Link.Release {
-				t.Fatalf("pruned protected release %s (linked %s, previous %s, target %s)", s.Release, a.Link.Release, p.Previous, release)
+				t.Fatalf("pruned protected release %s (linked %s, previous %s, target %s)", s.Release, a.Link.Release, p.Previous, p.Target)
 			}
 			for i, x := range a.Releases {
 				if x.Name == s.Release {
@@ -207,40 +173,62 @@ func simulate(t tb, d *desired.State, a *actual.State, p *Plan) *actual.State {
 				}
 			}
 		}
+		if s.Action == Switch || s.Action == Service || s.Action == Health {
+			a.Host.ServicesDone = a.Host.ServicesDone || s.ServicesDone
+			a.Host.Verified = a.Host.Verified || s.Verified
+			if s.Verified {
+				if err := a.Release(s.Release).Record.Apply(record.Change{Event: record.Healthy, At: clock}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// The random host may start with a link moved by hand onto an
+		// unfinished release; once the plan switched, never again.
+		moved = moved || s.Action == Switch
+		if l := a.Release(a.Link.Release); moved && (l == nil || l.Record.State == record.Building) {
+			t.Fatalf("after %s the link points at %s, which is not a built release", s.Action, a.Link.Release)
+		}
 	}
 	return a
 }
 
-// hostFor mirrors the executor's updateHost: a host record that does not
-// name the linked release (the link moved by hand) is replaced.
+var simNow = time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// hostFor mirrors the executor: a host record that does not name the
+// linked release (the link moved by hand) is replaced.
 func hostFor(a *actual.State) {
-	switch {
-	case a.Host == nil:
+	if a.Host == nil || a.Host.Linked != a.Link.Release {
 		a.Host = &record.Host{Linked: a.Link.Release}
-	case a.Host.Linked != a.Link.Release:
-		a.Host = &record.Host{Linked: a.Link.Release, Previous: a.Host.Linked}
 	}
 }
 
 // checkConverges: after applying the plan, a new plan has no steps.
 func checkConverges(t tb, next draw) {
 	d, a := randomWorld(t, next)
-	p, err := Make(d, a, Options{})
+	p, err := Make(d, a, Options{Now: simNow})
 	if err != nil {
 		return // a refusal changes nothing
 	}
 	after := simulate(t, d, a, p)
-	p2, err := Make(d, after, Options{})
+	p2, err := Make(d, after, Options{Now: simNow})
 	if err != nil {
 		t.Fatalf("re-plan failed: %v", err)
 	}
 	if p2.Changes() {
-		var b strings.Builder
-		RenderText(&b, p)
-		b.WriteString("\nthen:\n")
-		RenderText(&b, p2)
-		t.Fatalf("re-planning after the plan has steps:\n%s", b.String())
+		t.Fatalf("re-planning after the plan has steps:\n%s\nthen:\n%s", steps(p), steps(p2))
 	}
+	// The rollback target is never a failed release, nor the linked one.
+	if prev := after.Release(p2.Previous); prev != nil && (!prev.Complete() || p2.Previous == after.Link.Release) {
+		t.Fatalf("rollback target %s is %s (linked %s)", p2.Previous, prev.Record.State, after.Link.Release)
+	}
+}
+
+func steps(p *Plan) string {
+	var b strings.Builder
+	for _, s := range p.Steps {
+		fmt.Fprintf(&b, "  %s %s (%s)\n", s.Action, Describe(s), s.Reason)
+	}
+	return b.String()
 }
 
 func TestPlanPropertiesRapid(t *testing.T) {

@@ -1,6 +1,6 @@
 // Package record defines the durable records the reconciler keeps on the
-// host: one per release, and one for the host's link, and reads and writes
-// them atomically.
+// host — one per release, and one for the host's link — and the release
+// state machine: Release.Apply is the only place a release's state changes.
 package record
 
 import (
@@ -18,7 +18,7 @@ import (
 const (
 	Building = "building" // created; steps still to run
 	Complete = "complete" // every build step and the migration succeeded
-	Failed   = "failed"   // a step (or, later, a health check) failed
+	Failed   = "failed"   // a build step, the migration, a service action or a health check failed
 )
 
 // Release is the record of one release directory.
@@ -30,8 +30,13 @@ type Release struct {
 	State       string     `json:"state"`
 	Created     time.Time  `json:"created"`
 	Completed   *time.Time `json:"completed,omitempty"`
-	Steps       []Step     `json:"steps"`
-	Failure     *Failure   `json:"failure,omitempty"`
+	// HealthyAt is the last time the release was verified serving while
+	// linked: its services acted and its health checks passed. The
+	// rollback target is the release other than the linked one that was
+	// healthy last; a release never healthy is never one.
+	HealthyAt *time.Time `json:"healthy_at,omitempty"`
+	Steps     []Step     `json:"steps"`
+	Failure   *Failure   `json:"failure,omitempty"`
 }
 
 // Step is a step that completed in a release.
@@ -44,9 +49,10 @@ type Step struct {
 
 // Failure says why a release failed.
 type Failure struct {
-	Step  string    `json:"step"`
-	Error string    `json:"error"`
-	At    time.Time `json:"at"`
+	Step   string    `json:"step"`
+	Error  string    `json:"error"`
+	Output string    `json:"output,omitempty"` // the last lines the failing command printed
+	At     time.Time `json:"at"`
 }
 
 // Done reports whether the step with this name and fingerprint is recorded.
@@ -57,6 +63,101 @@ func (r *Release) Done(name, fingerprint string) bool {
 		}
 	}
 	return false
+}
+
+// Event is a named transition of the release state machine:
+//
+//	building --StepDone (last step)--> complete
+//	building --Built-----------------> complete   (every step already recorded: a record write was lost)
+//	building --BuildFailed-----------> failed
+//	failed   --Rebuild---------------> building   (apply --retry of a build failure)
+//	complete --SwitchFailed----------> failed     (a service action or health check failed while linked)
+//	failed   --SwitchFailed----------> failed     (failed again after apply --retry: the failure is updated)
+//	failed   --Relink----------------> complete   (apply --retry of a built release: linked again, judged anew)
+//	complete, failed --Healthy-------> complete   (verified serving while linked)
+type Event string
+
+const (
+	StepDone     Event = "step-done"
+	Built        Event = "built"
+	BuildFailed  Event = "build-failed"
+	Rebuild      Event = "rebuild"
+	SwitchFailed Event = "switch-failed"
+	Relink       Event = "relink"
+	Healthy      Event = "healthy"
+)
+
+// Change is one event with what it carries.
+type Change struct {
+	Event Event
+	At    time.Time
+	// StepDone: the step that completed, and whether it is the release's
+	// last (the plan knows: it lists what remains).
+	Step      *Step
+	Completes bool
+	// BuildFailed, SwitchFailed: why.
+	Failure *Failure
+}
+
+var from = map[Event][]string{
+	StepDone:     {Building},
+	Built:        {Building},
+	BuildFailed:  {Building},
+	Rebuild:      {Failed},
+	SwitchFailed: {Complete, Failed}, // failed: a retry that failed again updates the failure
+	Relink:       {Failed},
+	Healthy:      {Complete, Failed},
+}
+
+// TransitionError is an event that does not apply in the release's state.
+type TransitionError struct {
+	Release, State string
+	Event          Event
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("release %s is %s: %s does not apply", e.Release, e.State, e.Event)
+}
+
+// Apply performs c on r. It is the only place a release's state changes.
+func (r *Release) Apply(c Change) error {
+	ok := false
+	for _, s := range from[c.Event] {
+		ok = ok || r.State == s
+	}
+	if !ok {
+		return &TransitionError{Release: r.Name, State: r.State, Event: c.Event}
+	}
+	at := c.At.UTC()
+	switch c.Event {
+	case StepDone:
+		if c.Step == nil {
+			return fmt.Errorf("release %s: step-done without a step", r.Name)
+		}
+		r.Steps = append(r.Steps, *c.Step)
+		if c.Completes {
+			r.State, r.Completed = Complete, &at
+		}
+	case BuildFailed, SwitchFailed:
+		if c.Failure == nil {
+			return fmt.Errorf("release %s: %s without a failure", r.Name, c.Event)
+		}
+		f := *c.Failure
+		f.At = at
+		r.State, r.Failure = Failed, &f
+	case Rebuild:
+		r.State, r.Failure = Building, nil
+	case Built:
+		r.State, r.Completed = Complete, &at
+	case Relink:
+		r.State, r.Failure = Complete, nil
+	case Healthy:
+		if r.Completed == nil {
+			r.Completed = &at
+		}
+		r.State, r.Failure, r.HealthyAt = Complete, nil, &at
+	}
+	return nil
 }
 
 // ReadRelease reads a release record.
@@ -81,11 +182,28 @@ func WriteRelease(path string, r *Release) error {
 	return writeJSON(path, r)
 }
 
-// Host is the record of the link: which release it was switched to, from
-// which, and whether the services acted since.
+// Update reads the release record at path, performs c and writes it back
+// atomically: each transition is one durable write.
+func Update(path string, c Change) (*Release, error) {
+	r, err := ReadRelease(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Apply(c); err != nil {
+		return nil, err
+	}
+	if err := WriteRelease(path, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Host is the record of the link: which release it was switched to and
+// whether its services acted and its health was verified since. Which
+// release is the rollback target is not kept here: it is derived from the
+// release records (HealthyAt), so it can never disagree with them.
 type Host struct {
 	Linked       string    `json:"linked"`
-	Previous     string    `json:"previous,omitempty"`
 	SwitchedAt   time.Time `json:"switched_at"`
 	ServicesDone bool      `json:"services_done"`
 	// Verified: the health checks passed for Linked since the switch.

@@ -57,6 +57,18 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	what := e.Summary()
+	// The caller names the command when it wraps the error; Name is for
+	// logs and for callers that match with errors.As.
+	if e.Tail == "" {
+		return what
+	}
+	return what + "; last output:\n" + e.Tail
+}
+
+// Summary is what happened, without the output: for a caller that showed
+// the output live and keeps its tail apart.
+func (e *Error) Summary() string {
 	var what string
 	switch {
 	case e.TimedOut:
@@ -68,12 +80,7 @@ func (e *Error) Error() string {
 	default:
 		what = e.Err.Error()
 	}
-	// The caller names the command when it wraps the error; Name is for
-	// logs and for callers that match with errors.As.
-	if e.Tail == "" {
-		return what
-	}
-	return what + "; last output:\n" + e.Tail
+	return what
 }
 
 func (e *Error) Unwrap() error { return e.Err }

@@ -43,6 +43,7 @@ type Release struct {
 	Previous    bool       `json:"previous,omitempty"`
 	FailedStep  string     `json:"failed_step,omitempty"`
 	Error       string     `json:"error,omitempty"`
+	Output      string     `json:"output,omitempty"` // the tail of what the failed step printed
 }
 
 // Make builds the report from an observed host and its history.
@@ -56,13 +57,14 @@ func Make(d *desired.State, a *actual.State, recs []history.Record, svcs []Servi
 	case !a.Link.Exists && a.RootExists:
 		r.LinkProblem = fmt.Sprintf("%s does not exist", a.Link.Path)
 	}
+	// The rollback target is derived from the release records, as the
+	// plan derives it: never a failed release.
+	r.Previous = a.RollbackTarget(a.Link.Release)
 	if a.Host != nil {
 		if a.Host.Linked == a.Link.Release {
 			t := a.Host.SwitchedAt
 			r.SwitchedAt = &t
-			r.Previous = a.Host.Previous
 		} else {
-			r.Previous = a.Host.Linked
 			r.Warnings = append(r.Warnings, fmt.Sprintf("the link points at %s but the last switch recorded was to %s: moved by hand?", orNothing(a.Link.Release), a.Host.Linked))
 		}
 	}
@@ -81,7 +83,7 @@ func Make(d *desired.State, a *actual.State, recs []history.Record, svcs []Servi
 			c := rel.Record.Created
 			x.Commit, x.Fingerprint, x.State, x.Created = rel.Record.Commit, rel.Record.Fingerprint, rel.Record.State, &c
 			if f := rel.Record.Failure; f != nil {
-				x.FailedStep, x.Error = f.Step, f.Error
+				x.FailedStep, x.Error, x.Output = f.Step, f.Error, f.Output
 			}
 		}
 		if x.Linked {
@@ -138,7 +140,7 @@ func RenderText(w io.Writer, r *Report) error {
 				extra = "previous"
 			}
 			if x.FailedStep != "" {
-				extra = "failed at " + x.FailedStep + ": " + firstLine(x.Error)
+				extra = "failed at " + x.FailedStep + ": " + failure(x.Error, x.Output)
 			} else if x.Error != "" {
 				extra = x.Error
 			}
@@ -181,6 +183,21 @@ func RenderText(w io.Writer, r *Report) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// failure is one line: what happened, and the last line the command
+// printed, which is usually the error. Both are kept apart in the record,
+// so nothing here parses error text.
+func failure(msg, output string) string {
+	msg, _, _ = strings.Cut(msg, "\n")
+	out := strings.TrimRight(output, "\n")
+	if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[i+1:]
+	}
+	if out = strings.TrimSpace(out); out != "" {
+		return msg + ": " + out
+	}
+	return msg
 }
 
 // firstLine shortens a failure to one line: what happened, and the last

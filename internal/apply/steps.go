@@ -1,0 +1,362 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/reconciler-dev/reconciler/internal/actual"
+	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/runner"
+)
+
+// do performs one step: its record transition first, then the action,
+// then what the host record says after it.
+func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	if s.Before != "" {
+		if err := e.transition(s.Release, record.Change{Event: s.Before}); err != nil {
+			return err
+		}
+	}
+	var err error
+	switch s.Action {
+	case plan.Fetch:
+		return e.Git.Fetch(ctx)
+	case plan.Create:
+		return e.create(s)
+	case plan.Export, plan.Shared, plan.Build, plan.Migrate:
+		return e.releaseStep(ctx, p, s)
+	case plan.Switch:
+		err = e.switchLink(s)
+	case plan.Service:
+		err = splitOutput(e.command(ctx, p, s, "", false))
+	case plan.Health:
+		err = e.verify(ctx, p, s)
+	case plan.Fail:
+		return e.transition(s.Release, record.Change{Event: record.SwitchFailed, Failure: s.Failure})
+	case plan.Prune:
+		return e.prune(s)
+	default:
+		return fmt.Errorf("unknown step %q", s.Action)
+	}
+	if err != nil {
+		return err
+	}
+	return e.settled(s)
+}
+
+func (e *executor) transition(release string, c record.Change) error {
+	c.At = e.Now()
+	_, err := record.Update(e.l.RecordFile(release), c)
+	return err
+}
+
+// settled records what a switch, service action or health check leaves
+// true: the services acted, the release was verified serving while linked.
+func (e *executor) settled(s plan.Step) error {
+	h, err := record.ReadHost(e.l.HostFile())
+	if err != nil {
+		return err
+	}
+	if s.Action == plan.Switch || h == nil || h.Linked != s.Release {
+		// A switch, or the link moved without one of ours (by hand, or a
+		// switch that stopped before recording): a new host record.
+		h = &record.Host{Linked: s.Release, SwitchedAt: e.Now().UTC()}
+	}
+	h.ServicesDone = h.ServicesDone || s.ServicesDone
+	h.Verified = h.Verified || s.Verified
+	if err := record.WriteHost(e.l.HostFile(), h); err != nil {
+		return err
+	}
+	if s.Verified {
+		return e.transition(s.Release, record.Change{Event: record.Healthy})
+	}
+	return nil
+}
+
+// create makes the new release directory with its record already inside:
+// it is staged under .reconciler/tmp and renamed into releases/, so no
+// release directory ever exists without a record.
+func (e *executor) create(s plan.Step) error {
+	if _, err := os.Lstat(e.l.ReleaseDir(s.Release)); err == nil {
+		return fmt.Errorf("releases/%s exists already", s.Release)
+	}
+	stage := filepath.Join(e.l.TmpDir(), s.Release)
+	if err := os.MkdirAll(filepath.Join(stage, layout.RecordDirName, "logs"), 0o755); err != nil {
+		return err
+	}
+	rec := &record.Release{Name: s.Release, App: e.Desired.App, Commit: s.Commit, Fingerprint: s.Fingerprint,
+		State: record.Building, Created: e.Now().UTC(), Steps: []record.Step{}}
+	if err := record.WriteRelease(filepath.Join(stage, layout.RecordDirName, "release.json"), rec); err != nil {
+		return err
+	}
+	if err := os.Rename(stage, e.l.ReleaseDir(s.Release)); err != nil {
+		return err
+	}
+	return fsx.SyncDir(e.l.ReleasesDir())
+}
+
+// releaseStep runs a step that builds the release and records it done —
+// the release complete after the last one — or records the release failed.
+func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	start := e.Now()
+	var err error
+	switch s.Action {
+	case plan.Export:
+		err = e.export(ctx, s)
+	case plan.Shared:
+		err = e.linkShared(s)
+	default:
+		err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), true))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			// Stopped from outside: not the release's fault, so it stays
+			// resumable, not failed.
+			return err
+		}
+		f := &record.Failure{Step: s.Name, Error: err.Error()}
+		var sf *stepFailure
+		if errors.As(err, &sf) {
+			f.Output = sf.output
+		}
+		if werr := e.transition(s.Release, record.Change{Event: record.BuildFailed, Failure: f}); werr != nil {
+			// The release stays "building": the next apply resumes it.
+			return fmt.Errorf("%w; recording the failure failed too: %v", err, werr)
+		}
+		return err
+	}
+	done := &record.Step{Name: s.Name, Fingerprint: s.Fingerprint, Finished: e.Now().UTC(), Duration: e.Now().Sub(start)}
+	return e.transition(s.Release, record.Change{Event: record.StepDone, Step: done, Completes: s.Completes})
+}
+
+// export writes the commit into the release. An export interrupted before
+// it was recorded is redone from an empty directory. A damaged cache is
+// cloned afresh, once, and the export done again.
+func (e *executor) export(ctx context.Context, s plan.Step) error {
+	dir := e.l.ReleaseDir(s.Release)
+	if err := clearRelease(dir); err != nil {
+		return err
+	}
+	err := e.Git.Export(ctx, s.Commit, s.Path, dir)
+	if errors.Is(err, gitcache.ErrDamaged) {
+		e.log.Info("git cache damaged; cloning it afresh", zap.Error(err))
+		e.View.Note(s, fmt.Sprintf("the git cache is damaged (%v); cloning it afresh", err))
+		if rerr := e.Git.Repair(ctx, err); rerr != nil {
+			return fmt.Errorf("%v; repairing the cache: %w", err, rerr)
+		}
+		if err := clearRelease(dir); err != nil {
+			return err
+		}
+		err = e.Git.Export(ctx, s.Commit, s.Path, dir)
+	}
+	if err != nil {
+		// A partial export is redone from scratch on the next try; remove
+		// it now, so that a full disk has room for the failure record.
+		clearRelease(dir)
+	}
+	return err
+}
+
+// clearRelease empties a release directory but for its record.
+func clearRelease(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, en := range entries {
+		if en.Name() == layout.RecordDirName {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, en.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// linkShared links each shared path into the release, replacing what the
+// export put there (a placeholder such as media/.gitkeep).
+func (e *executor) linkShared(s plan.Step) error {
+	rel := e.l.ReleaseDir(s.Release)
+	link := func(p string, dir bool) error {
+		src := filepath.Join(e.l.SharedDir(), p)
+		if dir {
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return err
+			}
+		}
+		dst := filepath.Join(rel, p)
+		if err := insideDir(rel, dst); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(dst); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		target, err := filepath.Rel(filepath.Dir(dst), src)
+		if err != nil {
+			return err
+		}
+		return os.Symlink(target, dst)
+	}
+	if s.Shared == nil {
+		return nil
+	}
+	for _, d := range s.Shared.Dirs {
+		if err := link(d, true); err != nil {
+			return fmt.Errorf("shared dir %s: %w", d, err)
+		}
+	}
+	for _, f := range s.Shared.Files {
+		if err := link(f, false); err != nil {
+			return fmt.Errorf("shared file %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// insideDir refuses a path whose parent, inside the exported tree, is a
+// symlink: the repository's content must not steer a write outside the
+// release.
+func insideDir(root, p string) error {
+	parent := filepath.Dir(p)
+	resolved, err := filepath.EvalSymlinks(parent)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // created fresh below
+	}
+	if err != nil {
+		return err
+	}
+	rootResolved, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	if resolved != rootResolved && !strings.HasPrefix(resolved, rootResolved+"/") {
+		return fmt.Errorf("%s resolves outside the release (to %s)", p, resolved)
+	}
+	return nil
+}
+
+// env is the environment of a command acting for release at commit.
+func (e *executor) env(p *plan.Plan, release, commit string) []string {
+	env := append([]string{}, e.Env...)
+	for _, v := range p.Env {
+		env = append(env, v.Name+"="+v.Value)
+	}
+	return append(env,
+		"RECONCILER_APP="+p.App,
+		"RECONCILER_COMMIT="+commit,
+		"RECONCILER_RELEASE="+e.l.ReleaseDir(release),
+		"RECONCILER_ROOT="+p.Root,
+		"RECONCILER_SHARED="+e.l.SharedDir(),
+	)
+}
+
+// command runs the step's command: a build step or the migration inside
+// its release (contained: nothing it starts outlives it, its full output
+// kept in logPath), or a service action from root.
+func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPath string, inRelease bool) error {
+	out := e.View.Output(s)
+	if out == nil {
+		out = io.Discard
+	}
+	dir := p.Root
+	if inRelease {
+		dir = e.l.ReleaseDir(s.Release)
+	}
+	if logPath != "" {
+		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+			return err
+		}
+		// A retried step starts a fresh log; the failed attempt's output
+		// is in the history's record of it.
+		f, err := os.Create(logPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		out = io.MultiWriter(f, out)
+	}
+	return e.Runner.Run(ctx, runner.Command{
+		Name:    string(s.Action) + " " + s.Name,
+		Script:  s.Run,
+		Dir:     dir,
+		Env:     e.env(p, s.Release, s.Commit),
+		Timeout: s.Timeout,
+		Output:  out,
+		Contain: inRelease,
+	})
+}
+
+// switchLink points the link at the release, which must be recorded
+// complete: this check is the last guard of invariant 1.
+func (e *executor) switchLink(s plan.Step) error {
+	rec, err := record.ReadRelease(e.l.RecordFile(s.Release))
+	if err != nil {
+		return fmt.Errorf("release %s: %w", s.Release, err)
+	}
+	if rec.State != record.Complete {
+		return fmt.Errorf("release %s is %s, not complete; refusing to link it", s.Release, rec.State)
+	}
+	return fsx.SwitchLink(e.l.LinkPath(), layout.LinkTarget(s.Release))
+}
+
+// prune deletes a release: it is first renamed out of releases/ so that a
+// half-deleted release is never seen as a release. Whether a process still
+// runs from it is asked here, once, when it is about to go.
+func (e *executor) prune(s plan.Step) error {
+	if target, err := os.Readlink(e.l.LinkPath()); err == nil && filepath.Base(target) == s.Release {
+		return fmt.Errorf("refusing to prune %s: the link points at it", s.Release)
+	}
+	if pids := actual.ObserveInUse(e.Desired)[s.Release]; len(pids) > 0 {
+		e.View.Note(s, fmt.Sprintf("skipped: %s in use by pid %s", s.Release, pidList(pids)))
+		return nil
+	}
+	if err := os.MkdirAll(e.l.TmpDir(), 0o755); err != nil {
+		return err
+	}
+	trash := filepath.Join(e.l.TmpDir(), "prune-"+s.Release)
+	if err := os.Rename(e.l.ReleaseDir(s.Release), trash); err != nil {
+		return err
+	}
+	if err := fsx.SyncDir(e.l.ReleasesDir()); err != nil {
+		return err
+	}
+	return os.RemoveAll(trash)
+}
+
+func pidList(pids []int) string {
+	var s []string
+	for i, p := range pids {
+		if i == 3 {
+			s = append(s, fmt.Sprintf("and %d more", len(pids)-3))
+			break
+		}
+		s = append(s, fmt.Sprint(p))
+	}
+	return strings.Join(s, ", ")
+}
+
+type nopView struct{}
+
+func (nopView) Plan(*plan.Plan)            {}
+func (nopView) Fetched(*plan.Plan)         {}
+func (nopView) Reverting(*plan.Plan)       {}
+func (nopView) StepStarted(plan.Step)      {}
+func (nopView) Output(plan.Step) io.Writer { return nil }
+func (nopView) Note(plan.Step, string)     {}
+func (nopView) StepDone(StepResult)        {}
+func (nopView) Done(*Result, error)        {}

@@ -1,0 +1,121 @@
+package view
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/apply"
+	"github.com/reconciler-dev/reconciler/internal/history"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/runner"
+)
+
+// Operation is what an apply shows: the executor's events, rendered.
+type Operation = apply.View
+
+var (
+	_ Operation = (*OperationHuman)(nil)
+	_ Operation = (*OperationJSON)(nil)
+)
+
+// OperationHuman shows an apply to a person as it happens: the plan, each
+// step with its live output and result, a revert as a plan of its own.
+type OperationHuman struct {
+	W   io.Writer
+	Cmd Command
+
+	mu  sync.Mutex
+	out *runner.PrefixWriter // the live output of the running step
+}
+
+func (v *OperationHuman) write(format string, args ...any) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fmt.Fprintf(v.W, format, args...)
+}
+
+func (v *OperationHuman) Plan(p *plan.Plan) { PlanHuman(v.W, p, v.Cmd) }
+
+func (v *OperationHuman) Fetched(p *plan.Plan) { v.write("\n%s\n", fetched(p)) }
+
+func (v *OperationHuman) Reverting(p *plan.Plan) {
+	var b strings.Builder
+	b.WriteString("\n")
+	writeReverting(&b, p)
+	if len(p.Steps) > 0 {
+		writeSteps(&b, p)
+	}
+	v.write("%s", b.String())
+}
+
+func title(s plan.Step) string { return fmt.Sprintf("%s %s", s.Action, plan.Describe(s)) }
+
+func (v *OperationHuman) StepStarted(s plan.Step) {
+	v.write("\n%s %s\n", s.Action.Symbol(), title(s))
+}
+
+func (v *OperationHuman) Output(s plan.Step) io.Writer {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.out = &runner.PrefixWriter{W: v.W, Prefix: "  " + s.Name + " | "}
+	return v.out
+}
+
+func (v *OperationHuman) Note(s plan.Step, msg string) { v.write("  %s\n", msg) }
+
+func (v *OperationHuman) StepDone(r apply.StepResult) {
+	v.mu.Lock()
+	if v.out != nil {
+		v.out.Flush()
+		v.out = nil
+	}
+	v.mu.Unlock()
+	d := round(time.Duration(r.Duration * float64(time.Second)))
+	switch r.Result {
+	case apply.StepOK:
+		v.write("  ok %s (%s)\n", title(r.Step), d)
+	case apply.StepInterrupted:
+		v.write("  interrupted %s after %s\n", title(r.Step), d)
+	default:
+		// The command's output was shown live above: the error alone.
+		v.write("  FAILED %s after %s: %s\n", title(r.Step), d, indent(r.Error))
+	}
+}
+
+func (v *OperationHuman) Done(r *apply.Result, err error) {
+	if err == nil && r.Result == history.ResultOK {
+		v.write("\nApply complete: %s -> releases/%s.\n", r.Plan.Link, r.Linked)
+	}
+}
+
+func round(d time.Duration) time.Duration {
+	if d > time.Second {
+		return d.Round(10 * time.Millisecond)
+	}
+	return d.Round(100 * time.Microsecond)
+}
+
+// OperationJSON prints one JSON document, the apply's result, on W when
+// the apply ends; the progress goes to Progress for people.
+type OperationJSON struct {
+	W        io.Writer
+	Progress *OperationHuman
+}
+
+func (v *OperationJSON) Plan(p *plan.Plan)            { v.Progress.Plan(p) }
+func (v *OperationJSON) Fetched(p *plan.Plan)         { v.Progress.Fetched(p) }
+func (v *OperationJSON) Reverting(p *plan.Plan)       { v.Progress.Reverting(p) }
+func (v *OperationJSON) StepStarted(s plan.Step)      { v.Progress.StepStarted(s) }
+func (v *OperationJSON) Output(s plan.Step) io.Writer { return v.Progress.Output(s) }
+func (v *OperationJSON) Note(s plan.Step, msg string) { v.Progress.Note(s, msg) }
+func (v *OperationJSON) StepDone(r apply.StepResult)  { v.Progress.StepDone(r) }
+func (v *OperationJSON) Done(r *apply.Result, err error) {
+	v.Progress.Done(r, err)
+	enc := json.NewEncoder(v.W)
+	enc.SetIndent("", "  ")
+	enc.Encode(r)
+}

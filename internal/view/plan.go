@@ -1,0 +1,182 @@
+package view
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/plan"
+)
+
+// Command is how the user invoked the reconciler, e.g. "reconciler -f
+// prod.yaml": every hint a view prints is a command that works when pasted.
+type Command string
+
+// PlanHuman writes the plan for people, like terraform plan: one line a
+// step with its symbol and reason, then a summary line, or "No changes.".
+func PlanHuman(w io.Writer, p *plan.Plan, cmd Command) error {
+	var b strings.Builder
+	commit := p.Commit
+	if commit == "" {
+		commit = "(resolved after fetch)"
+	}
+	fmt.Fprintf(&b, "app %s at %s\n", p.App, p.Root)
+	fmt.Fprintf(&b, "desired: %s -> %s, build %s\n", p.Ref, commit, p.Fingerprint)
+	linked := p.Linked
+	if linked == "" {
+		linked = "(nothing)"
+	}
+	fmt.Fprintf(&b, "linked:  %s -> %s\n", p.Link, linked)
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
+	b.WriteString("\n")
+	switch {
+	case p.Blocked != nil:
+		bl := p.Blocked
+		fmt.Fprintf(&b, "Blocked: release %s of this target failed at step %s (%s):\n  %s\n", bl.Release, bl.Step, bl.At, indent(bl.Error))
+		writeOutput(&b, bl.Output)
+		fmt.Fprintf(&b, "Not retrying a failed target. Run `%s` to try it again, or change source.commit or the build.\n", cmd.With("apply --retry"))
+		if !p.Changes() {
+			if p.Holding != "" {
+				fmt.Fprintf(&b, "The host stays on %s, the last good release.\n", p.Holding)
+			}
+			_, err := io.WriteString(w, b.String())
+			return err
+		}
+		fmt.Fprintf(&b, "\nTo keep the host on %s, the last good release, reconciler will perform these steps:\n\n", p.Holding)
+	case p.Reverting != nil:
+		writeReverting(&b, p)
+	case !p.Changes():
+		fmt.Fprintf(&b, "No changes. %s points at %s, which is what desired.yaml asks for.\n", p.Link, p.Target)
+		_, err := io.WriteString(w, b.String())
+		return err
+	default:
+		b.WriteString("Reconciler will perform these steps:\n\n")
+	}
+	writeSteps(&b, p)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeReverting(b *strings.Builder, p *plan.Plan) {
+	r := p.Reverting
+	fmt.Fprintf(b, "Release %s failed at step %s:\n  %s\n", r.From, r.Step, indent(r.Error))
+	if p.Target == r.From {
+		b.WriteString("There is no release that served healthy to return to: the link stays on it.\n\n")
+		return
+	}
+	fmt.Fprintf(b, "Reverting to releases/%s, the last release that served healthy:\n\n", p.Target)
+}
+
+func writeSteps(b *strings.Builder, p *plan.Plan) {
+	for _, s := range p.Steps {
+		fmt.Fprintf(b, "  %-2s %-8s %s\n", s.Action.Symbol(), s.Action, plan.Describe(s))
+		fmt.Fprintf(b, "              # %s\n", s.Reason)
+	}
+	fmt.Fprintf(b, "\n%s\n", Summary(p))
+}
+
+// writeOutput shows the last lines a failed command printed.
+func writeOutput(b *strings.Builder, out string) {
+	out = strings.TrimRight(out, "\n")
+	if out == "" {
+		return
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) > 5 {
+		lines = lines[len(lines)-5:]
+	}
+	for _, l := range lines {
+		fmt.Fprintf(b, "  | %s\n", l)
+	}
+}
+
+// Summary is the plan's last line. Each kind of step is counted as what it
+// is: an export is not a build step, nor is a migration.
+func Summary(p *plan.Plan) string {
+	count := map[plan.Action]int{}
+	for _, s := range p.Steps {
+		count[s.Action]++
+	}
+	var parts []string
+	add := func(a plan.Action, one, many string) {
+		if n := count[a]; n == 1 {
+			parts = append(parts, "1 "+one)
+		} else if n > 1 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, many))
+		}
+	}
+	add(plan.Fetch, "fetch", "fetches")
+	add(plan.Create, "release to create", "releases to create")
+	add(plan.Export, "export", "exports")
+	add(plan.Shared, "shared-paths link", "shared-paths links")
+	add(plan.Build, "build step", "build steps")
+	add(plan.Migrate, "migration", "migrations")
+	add(plan.Switch, "switch", "switches")
+	add(plan.Fail, "failure to record", "failures to record")
+	add(plan.Service, "service action", "service actions")
+	add(plan.Health, "health check", "health checks")
+	add(plan.Prune, "release to prune", "releases to prune")
+	return "Plan: " + strings.Join(parts, ", ") + "."
+}
+
+func indent(s string) string { return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") }
+
+// With is the command followed by a subcommand and its flags, as the user
+// would type it: "reconciler apply --retry -f prod.yaml".
+func (c Command) With(sub string) string {
+	base, flags, _ := strings.Cut(string(c), " ")
+	if base == "" {
+		base = "reconciler"
+	}
+	if flags == "" {
+		return base + " " + sub
+	}
+	return base + " " + sub + " " + flags
+}
+
+// CommandFor is how to invoke the reconciler on file: the -f flag only
+// when the file is not the default one.
+func CommandFor(file, defaultFile string) Command {
+	if file == "" || file == defaultFile {
+		return "reconciler"
+	}
+	return Command("reconciler -f " + shellQuote(file))
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%_-+=:,./", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// PlanJSON writes the plan as one JSON document.
+func PlanJSON(w io.Writer, p *plan.Plan) error {
+	cp := *p
+	if cp.Steps == nil {
+		cp.Steps = []plan.Step{} // [] rather than null, for jq users
+	}
+	out := struct {
+		*plan.Plan
+		Changes bool `json:"changes"`
+	}{&cp, p.Changes()}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// fetched is the line after the fetch: what the ref resolved to and what
+// is left of the plan.
+func fetched(p *plan.Plan) string {
+	rest := "No more changes."
+	if p.Changes() {
+		s := Summary(p)
+		rest = "Remaining " + strings.ToLower(s[:1]) + s[1:]
+	}
+	return fmt.Sprintf("Fetched: %s is %s. %s", p.Ref, p.Commit, rest)
+}
