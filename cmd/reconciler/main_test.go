@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
@@ -37,8 +39,39 @@ func TestScripts(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"treehash": treehash,
+			"waitfile": waitfile,
+			"setsha":   setsha,
 		},
 	})
+}
+
+// waitfile FILE waits until FILE exists: how a script knows a background
+// apply reached a step (the step creates the file), without sleeping.
+func waitfile(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: waitfile FILE")
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(ts.MkAbs(args[0])); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitfile: %s did not appear", args[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// setsha NAME REPO REV sets $NAME to the full SHA of REV in REPO, so a
+// script can check that output names the right commit.
+func setsha(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: setsha NAME REPO REV")
+	}
+	out, err := exec.Command("git", "-C", ts.MkAbs(args[1]), "rev-parse", args[2]).Output()
+	ts.Check(err)
+	ts.Setenv(args[0], strings.TrimSpace(string(out)))
 }
 
 // treehash DIR FILE writes to FILE a digest of everything under DIR:

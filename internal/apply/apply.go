@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/health"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
@@ -315,8 +316,14 @@ func (f *stepFailure) Unwrap() error { return f.err }
 // splitOutput separates a command failure's output from its message.
 func splitOutput(err error) error {
 	var re *runner.Error
-	if err == nil || !errors.As(err, &re) || re.Tail == "" {
-		return err
+	var he *health.Error
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &he) && he.Output != "":
+		return &stepFailure{msg: err.Error(), output: he.Output, err: err}
+	case errors.As(err, &re) && re.Tail != "":
+		return &stepFailure{msg: re.Summary(), output: re.Tail, err: err}
 	}
-	return &stepFailure{msg: re.Summary(), output: re.Tail, err: err}
+	return err
 }

@@ -41,7 +41,7 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	case plan.Service:
 		err = splitOutput(e.command(ctx, p, s, "", false))
 	case plan.Health:
-		err = e.verify(ctx, p, s)
+		err = splitOutput(e.verify(ctx, p, s))
 	case plan.Fail:
 		return e.transition(s.Release, record.Change{Event: record.SwitchFailed, Failure: s.Failure})
 	case plan.Prune:

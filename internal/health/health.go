@@ -22,6 +22,9 @@ type Error struct {
 	Check    string // e.g. "http http://127.0.0.1:8000/health"
 	Attempts int
 	Last     string // what the last attempt saw
+	// Output is the tail of what a command check printed on its last
+	// attempt, kept apart from the message so it is shown once.
+	Output string
 }
 
 func (e *Error) Error() string {
@@ -58,7 +61,11 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 		// An attempt cut short by the overall deadline only says "deadline
 		// exceeded"; the attempt before it saw what is actually wrong.
 		if ctx.Err() == nil || e.Last == "" {
-			e.Last = err.Error()
+			e.Last, e.Output = err.Error(), ""
+			var re *runner.Error
+			if errors.As(err, &re) {
+				e.Last, e.Output = re.Summary(), re.Tail
+			}
 		}
 		if ctx.Err() != nil || time.Until(deadline) < c.Interval {
 			return e

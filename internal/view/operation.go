@@ -28,8 +28,9 @@ type OperationHuman struct {
 	W   io.Writer
 	Cmd Command
 
-	mu  sync.Mutex
-	out *runner.PrefixWriter // the live output of the running step
+	mu       sync.Mutex
+	out      *runner.PrefixWriter // the live output of the running step
+	streamed bool                 // the running step's output was shown live
 }
 
 func (v *OperationHuman) write(format string, args ...any) {
@@ -62,6 +63,7 @@ func (v *OperationHuman) Output(s plan.Step) io.Writer {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.out = &runner.PrefixWriter{W: v.W, Prefix: "  " + s.Name + " | "}
+	v.streamed = true
 	return v.out
 }
 
@@ -73,6 +75,8 @@ func (v *OperationHuman) StepDone(r apply.StepResult) {
 		v.out.Flush()
 		v.out = nil
 	}
+	streamed := v.streamed
+	v.streamed = false
 	v.mu.Unlock()
 	d := round(time.Duration(r.Duration * float64(time.Second)))
 	switch r.Result {
@@ -81,8 +85,14 @@ func (v *OperationHuman) StepDone(r apply.StepResult) {
 	case apply.StepInterrupted:
 		v.write("  interrupted %s after %s\n", title(r.Step), d)
 	default:
-		// The command's output was shown live above: the error alone.
 		v.write("  FAILED %s after %s: %s\n", title(r.Step), d, indent(r.Error))
+		if !streamed {
+			// A health check's output is not shown live: show it here,
+			// once. A command's was shown above.
+			var b strings.Builder
+			writeOutput(&b, r.Output)
+			v.write("%s", b.String())
+		}
 	}
 }
 
