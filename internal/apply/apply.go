@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/health"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -252,7 +253,7 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 // temporary links beside the link and staged releases. Neither is ever
 // seen by services: the link is only ever the result of a rename.
 func (e *executor) cleanTemp() {
-	matches, _ := filepath.Glob(e.l.TempLinkGlob())
+	matches, _ := filepath.Glob(fsx.TempLinkGlob(e.l.LinkPath()))
 	for _, m := range matches {
 		os.Remove(m)
 	}

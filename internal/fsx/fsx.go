@@ -80,7 +80,7 @@ func SwitchLink(link, target string) error {
 	if _, err := rand.Read(b[:]); err != nil {
 		return fmt.Errorf("switch %s: %w", link, err)
 	}
-	tmp := filepath.Join(dir, "."+filepath.Base(link)+".tmp-"+hex.EncodeToString(b[:]))
+	tmp := tempLinkPrefix(link) + hex.EncodeToString(b[:])
 	if err := os.Symlink(rel, tmp); err != nil {
 		return fmt.Errorf("switch %s: %w", link, err)
 	}
@@ -90,3 +90,12 @@ func SwitchLink(link, target string) error {
 	}
 	return SyncDir(dir)
 }
+
+// tempLinkPrefix is where SwitchLink makes its temporary link: beside the
+// link, hidden, so one left by a crash is never taken for the link.
+func tempLinkPrefix(link string) string {
+	return filepath.Join(filepath.Dir(link), "."+filepath.Base(link)+".tmp-")
+}
+
+// TempLinkGlob matches the temporary links SwitchLink makes for link.
+func TempLinkGlob(link string) string { return tempLinkPrefix(link) + "*" }

@@ -28,7 +28,11 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("health check %s failed after %d attempts: %s", e.Check, e.Attempts, e.Last)
+	attempts := "1 attempt"
+	if e.Attempts != 1 {
+		attempts = fmt.Sprintf("%d attempts", e.Attempts)
+	}
+	return fmt.Sprintf("health check %s failed after %s: %s", e.Check, attempts, e.Last)
 }
 
 // Checker runs checks for one release.

@@ -72,10 +72,6 @@ func Short(sha string) string {
 	return sha
 }
 
-// TempLinkGlob matches the temporary links a switch makes beside the link
-// (see fsx.SwitchLink); one left behind by a crash is never the link.
-func (l Layout) TempLinkGlob() string { return filepath.Join(l.Root, "."+l.Link+".tmp-*") }
-
 var releaseNameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$`)
 
 // ReleaseName makes the name of a new release of commit created at t. A

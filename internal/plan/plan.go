@@ -374,8 +374,14 @@ func settle(d *desired.State, a *actual.State, name, commit, verify string) (ste
 	// Services act when the link moves, or when it moved in an apply that
 	// stopped before they acted.
 	pending := ""
+	retrying := ""
+	if r := a.Release(a.Link.Release); !switched && r != nil && r.Record != nil && r.Record.State == record.Failed && r.Record.Failure != nil {
+		retrying = fmt.Sprintf("retrying: %s failed at step %s", r.Name, r.Record.Failure.Step)
+	}
 	if !switched && a.Link.Release != "" && len(d.Services) > 0 {
 		switch {
+		case retrying != "" && (a.Host == nil || !a.Host.ServicesDone):
+			pending = retrying
 		case a.Host == nil || a.Host.Linked != a.Link.Release:
 			pending = fmt.Sprintf("the link moved to %s without the services acting", a.Link.Release)
 		case !a.Host.ServicesDone:
@@ -407,6 +413,9 @@ func settle(d *desired.State, a *actual.State, name, commit, verify string) (ste
 			steps = append(steps, h)
 		case a.Host != nil && a.Host.Linked == a.Link.Release && !a.Host.Verified:
 			h.Reason = fmt.Sprintf("an apply switched to %s and stopped before its health was checked", a.Link.Release)
+			if retrying != "" {
+				h.Reason = retrying
+			}
 			steps = append(steps, h)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/history"
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 // Report is the status of one host.
@@ -131,10 +132,7 @@ func RenderText(w io.Writer, r *Report) error {
 			if x.Linked {
 				mark = "*"
 			}
-			commit := x.Commit
-			if len(commit) > 12 {
-				commit = commit[:12]
-			}
+			commit := layout.Short(x.Commit)
 			extra := ""
 			if x.Previous {
 				extra = "previous"
@@ -174,7 +172,7 @@ func RenderText(w io.Writer, r *Report) error {
 			fmt.Fprintf(&b, ", trigger %s", a.Trigger)
 		}
 		if a.ConfigCommit != "" {
-			fmt.Fprintf(&b, ", config commit %.8s", a.ConfigCommit)
+			fmt.Fprintf(&b, ", config commit %s", layout.Short(a.ConfigCommit))
 		}
 		b.WriteString(")\n")
 		if a.Error != "" {
