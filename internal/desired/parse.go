@@ -71,7 +71,7 @@ func parse(r io.Reader, file, base string) (*State, error) {
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&doc); err != nil {
+	if err := decode(dec, &doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			p.errorf(1, 1, "", "file is empty")
 		} else {
@@ -80,7 +80,7 @@ func parse(r io.Reader, file, base string) (*State, error) {
 		return nil, joinSorted(p.errs)
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	if err := decode(dec, &extra); err == nil {
 		p.errorf(extra.Line, extra.Column, "", "more than one YAML document; a desired file holds one")
 	} else if !errors.Is(err, io.EOF) {
 		p.yamlError(err)
@@ -94,6 +94,17 @@ func parse(r io.Reader, file, base string) (*State, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// decode runs the YAML decoder, turning a panic inside it into an error: a
+// bad file must be a validation error, never a crashed command or daemon.
+func decode(dec *yaml.Decoder, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: the YAML parser failed: %v", r)
+		}
+	}()
+	return dec.Decode(n)
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -184,12 +195,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		case "health":
 			s.Health = p.checks(v, key)
 		case "schedule":
-			if c, ok := p.str(v, key); ok {
-				if err := ValidateSchedule(c); err != nil {
-					p.fail(v, key, "%v", err)
-				}
-				s.Schedule = c
-			}
+			s.Schedule = p.schedule(v, key)
 		}
 	})
 	if !ok {

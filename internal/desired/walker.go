@@ -12,9 +12,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// The walker: a parser walks the yaml node tree itself, so every problem
-// carries its file:line:column and all of them are reported at once.
-
+// parser walks the yaml node tree itself, rather than decoding into structs,
+// so every problem carries its file:line:column and all of them are
+// reported at once.
 type parser struct {
 	file string
 	base string // the folder relative paths are relative to
