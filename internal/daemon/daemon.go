@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -298,7 +299,16 @@ func (d *Daemon) setSchedule(s *desired.State, log *zap.Logger) {
 	if spec == "" {
 		return
 	}
-	id, err := d.cron.AddFunc(spec, func() { d.Trigger("schedule") })
+	// A panic inside the cron parser must not stop the daemon: the spec
+	// was validated, but the parser is not ours.
+	id, err := func() (id cron.EntryID, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("cron parser panicked on %q: %v", spec, r)
+			}
+		}()
+		return d.cron.AddFunc(spec, func() { d.Trigger("schedule") })
+	}()
 	if err != nil {
 		// Validated at parse time; --schedule is validated at start.
 		log.Error("schedule rejected", zap.String("schedule", spec), zap.Error(err))

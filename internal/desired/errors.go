@@ -43,6 +43,13 @@ func Errors(err error) []*FieldError {
 	return nil
 }
 
+// MaxErrors is how many problems of one file are reported; past it one more
+// error counts the rest, so a generated or corrupt file cannot flood the
+// terminal or the daemon's log.
+const MaxErrors = 50
+
+// joinSorted joins errs in file order, at most MaxErrors of them and then
+// the count of the rest.
 func joinSorted(errs []*FieldError) error {
 	if len(errs) == 0 {
 		return nil
@@ -53,6 +60,13 @@ func joinSorted(errs []*FieldError) error {
 		}
 		return errs[i].Column < errs[j].Column
 	})
+	n := len(errs)
+	if n > MaxErrors {
+		// The count sits where the first unreported problem is.
+		rest := &FieldError{File: errs[MaxErrors].File, Line: errs[MaxErrors].Line, Column: errs[MaxErrors].Column,
+			Msg: fmt.Sprintf("and %d more problems", n-MaxErrors)}
+		errs = append(errs[:MaxErrors:MaxErrors], rest)
+	}
 	list := make([]error, len(errs))
 	for i, e := range errs {
 		list[i] = e

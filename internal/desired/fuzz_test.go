@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
 // FuzzParse: any input either parses into a state whose derived paths stay
@@ -21,6 +23,18 @@ func FuzzParse(f *testing.F) {
 		}
 	}
 	f.Add([]byte(valid))
+	// Schedules and repository addresses: the forms the parsers special-case,
+	// and the ones that made robfig/cron panic.
+	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n"
+	for _, spec := range []string{"TZ=0", "CRON_TZ=", "TZ=", "CRON_TZ=Europe/Berlin 0 3 * * *", "TZ=UTC @every 5m",
+		"TZ=Mars/Olympus 0 3 * * *", "TZ=UTC TZ=UTC 0 * * * *", "@every 1ms", "@every 1s", "@daily", "*/5 * * * *"} {
+		f.Add([]byte(head + "schedule: \"" + spec + "\"\n"))
+	}
+	for _, repo := range []string{"git@example.com:/srv/git/app.git", "example.com:app.git", "ssh://git@example.com:2222/app.git",
+		"https://example.com/app.git", "git://example.com/app.git", "file:///srv/git/app.git", "file://srv/app", "./app",
+		"rel/with:colon", "C:app", "[::1]:app", "git@host:22:app", "a@b@host:app", "-oProxyCommand=x:app", "host:"} {
+		f.Add([]byte("app: a\nroot: /r\nsource: {repo: \"" + repo + "\", commit: main}\n"))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(bytes.NewReader(data), "/etc/r/d.yaml")
 		if err != nil {
@@ -62,6 +76,18 @@ func FuzzParse(f *testing.F) {
 		}
 		if s.Source.Path != "" && !inside(s.Source.Path) {
 			t.Fatalf("source.path %q", s.Source.Path)
+		}
+		// go-git's transport reads the address the way parseRepo did.
+		a, err := parseRepo(s.Source.Repo, "/")
+		if err != nil || a.value != s.Source.Repo {
+			t.Fatalf("source.repo %q reads back as %+v, %v", s.Source.Repo, a, err)
+		}
+		ep, err := transport.NewEndpoint(s.Source.Repo)
+		if err != nil {
+			t.Fatalf("go-git cannot read source.repo %q: %v", s.Source.Repo, err)
+		}
+		if local := ep.Protocol == "file"; local == a.remote || local && (ep.Path != s.Source.Repo || !filepath.IsAbs(ep.Path)) {
+			t.Fatalf("source.repo %q: go-git reads %+v, parseRepo %+v", s.Source.Repo, ep, a)
 		}
 		names := map[string]bool{}
 		for _, b := range s.Build {

@@ -155,6 +155,14 @@ func TestParseErrors(t *testing.T) {
 			`d.yaml:5:52: services[0].action: unknown action "stop": use restart or reload`}},
 		{"bad cron", head + "schedule: \"every 5 minutes\"\n", []string{
 			`d.yaml:4:11: schedule: invalid cron spec "every 5 minutes": expected exactly 5 fields, found 3: [every 5 minutes] (use five fields like "*/5 * * * *" or a descriptor like "@every 5m")`}},
+		{"schedule TZ without spec", head + "schedule: \"TZ=0\"\n", []string{
+			`d.yaml:4:11: schedule: "TZ=0" has no schedule after the time zone "0": write it like "TZ=Europe/Berlin 0 3 * * *"`}},
+		{"schedule CRON_TZ empty", head + "schedule: \"CRON_TZ=\"\n", []string{
+			`d.yaml:4:11: schedule: "CRON_TZ=" names no time zone after CRON_TZ=: write it like "CRON_TZ=Europe/Berlin 0 3 * * *"`}},
+		{"schedule unknown zone", head + "schedule: \"CRON_TZ=Mars/Olympus 0 3 * * *\"\n", []string{
+			`d.yaml:4:11: schedule: "CRON_TZ=Mars/Olympus 0 3 * * *" names an unknown time zone "Mars/Olympus": use a name from the tz database such as Europe/Berlin or UTC`}},
+		{"schedule too often", head + "schedule: \"@every 1ms\"\n", []string{
+			`d.yaml:4:11: schedule: "@every 1ms" is more often than the shortest interval, @every 1s`}},
 		{"two documents", head + "---\napp: b\n", []string{"d.yaml:4:1: more than one YAML document; a desired file holds one"}},
 		{"all at once", "app: A\nroot: /r\nkeep: 0\nsource: {repo: /repo, commit: main}\nschedule: x\n", []string{
 			`d.yaml:1:6: app: "A" is not a valid app name: use lower-case letters, digits and _ . - (starting with a letter or digit), at most 64 characters`,

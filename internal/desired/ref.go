@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-
-	"github.com/robfig/cron/v3"
 )
 
 var hexRE = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
@@ -45,21 +43,6 @@ func CheckRef(ref string) error {
 		if strings.HasPrefix(part, ".") {
 			return fmt.Errorf("%q is not a commit, tag or branch: a component starts with a dot", ref)
 		}
-	}
-	return nil
-}
-
-// CronParser is the parser `schedule:` is checked with and the daemon runs
-// with: standard five fields, or descriptors such as @hourly and @every 5m.
-var CronParser = cron.NewParser(cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
-
-// ValidateSchedule checks a cron spec the way the daemon will parse it.
-func ValidateSchedule(spec string) error {
-	if strings.TrimSpace(spec) == "" {
-		return errors.New("must not be empty")
-	}
-	if _, err := CronParser.Parse(spec); err != nil {
-		return fmt.Errorf("invalid cron spec %q: %v (use five fields like \"*/5 * * * *\" or a descriptor like \"@every 5m\")", spec, err)
 	}
 	return nil
 }

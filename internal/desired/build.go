@@ -1,0 +1,84 @@
+package desired
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var stepRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+
+// stepNames the reconciler uses itself, so a build step cannot take them.
+var stepNames = []string{"export", "shared", "migrate"}
+
+func (p *parser) build(n *yaml.Node, s *State) {
+	seen := map[string]int{}
+	p.list(n, "build", func(i int, v *yaml.Node) {
+		fp := fmt.Sprintf("build[%d]", i)
+		st, ok := p.step(v, fp, true)
+		if !ok {
+			return
+		}
+		if line, dup := seen[st.Name]; dup {
+			p.fail(v, fp+".name", "duplicate step name %q (first at line %d)", st.Name, line)
+			return
+		}
+		seen[st.Name] = v.Line
+		s.Build = append(s.Build, st)
+	})
+}
+
+func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
+	st := Step{Timeout: DefaultStepTimeout}
+	known := []string{"run", "timeout"}
+	if named {
+		known = []string{"name", "run", "timeout"}
+	}
+	var haveName, haveRun, bad bool
+	nerr := len(p.errs)
+	if !p.fields(n, path, known, func(key string, k, v *yaml.Node) {
+		fp := path + "." + key
+		switch key {
+		case "name":
+			haveName = true
+			if name, ok := p.str(v, fp); ok {
+				switch {
+				case !stepRE.MatchString(name) || len(name) > 64:
+					p.fail(v, fp, "%q is not a valid step name: use lower-case letters, digits, _ and -", name)
+				case contains(stepNames, name):
+					p.fail(v, fp, "%q is the name of one of the reconciler's own steps", name)
+				default:
+					st.Name = name
+				}
+			}
+		case "run":
+			haveRun = true
+			if run, ok := p.str(v, fp); ok {
+				if strings.TrimSpace(run) == "" {
+					p.fail(v, fp, "must not be empty")
+				} else if strings.ContainsRune(run, 0) {
+					p.fail(v, fp, "contains a NUL byte")
+				}
+				st.Run = run
+			}
+		case "timeout":
+			if d, ok := p.duration(v, fp, time.Second, 24*time.Hour); ok {
+				st.Timeout = d
+			}
+		}
+	}) {
+		return st, false
+	}
+	if named && !haveName {
+		p.fail(n, path+".name", "is required")
+		bad = true
+	}
+	if !haveRun {
+		p.fail(n, path+".run", "is required")
+		bad = true
+	}
+	return st, !bad && len(p.errs) == nerr
+}

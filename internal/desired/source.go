@@ -1,0 +1,175 @@
+package desired
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func (p *parser) source(n *yaml.Node, s *State) {
+	var haveRepo, haveCommit bool
+	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key"}, func(key string, k, v *yaml.Node) {
+		fp := "source." + key
+		val, ok := p.str(v, fp)
+		if !ok {
+			if key == "repo" {
+				haveRepo = true
+			} else if key == "commit" {
+				haveCommit = true
+			}
+			return
+		}
+		switch key {
+		case "repo":
+			haveRepo = true
+			repo, err := checkRepo(val, p.base)
+			if err != nil {
+				p.fail(v, fp, "%v", err)
+			}
+			s.Source.Repo = repo
+		case "commit":
+			haveCommit = true
+			if err := CheckRef(val); err != nil {
+				p.fail(v, fp, "%v", err)
+			}
+			s.Source.Commit = val
+		case "path":
+			if val == "" || val == "." {
+				return
+			}
+			if err := checkRelPath(val); err != nil {
+				p.fail(v, fp, "%v", err)
+				return
+			}
+			s.Source.Path = filepath.Clean(val)
+		case "ssh_key":
+			if val == "" {
+				return
+			}
+			if !filepath.IsAbs(val) {
+				val = filepath.Join(p.base, val)
+			}
+			s.Source.SSHKey = filepath.Clean(val)
+		}
+	})
+	if n.Kind == yaml.MappingNode {
+		if !haveRepo {
+			p.fail(n, "source.repo", "is required")
+		}
+		if !haveCommit {
+			p.fail(n, "source.commit", "is required")
+		}
+	}
+}
+
+// repoAddr is a source.repo address read the way git reads it.
+type repoAddr struct {
+	remote bool   // reached over a transport (URL or scp-like), not a local path
+	value  string // what State.Source.Repo holds: go-git's transport reads it as git would
+}
+
+var (
+	// urlRE is git's is_url (url.c): a scheme, then "://".
+	urlRE = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9+.-]*)://`)
+	// The parts of an scp-like [user@]host:path address. go-git's
+	// transport splits these addresses with a looser pattern; a user with
+	// an @ or a host with an odd character would be read differently there.
+	scpUserRE = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
+	scpHostRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	// go-git reads host:NNN:path as a port; git reads NNN:path as the path.
+	scpPortRE = regexp.MustCompile(`^[0-9]{1,5}:`)
+)
+
+// checkRepo checks source.repo and returns the value State.Source.Repo
+// holds.
+func checkRepo(repo, base string) (string, error) {
+	a, err := parseRepo(repo, base)
+	return a.value, err
+}
+
+// parseRepo follows git (url.c is_url, connect.c url_is_local_not_ssh): an
+// address with scheme:// is a URL; otherwise, when a colon comes before any
+// slash, it is scp-like [user@]host:path, whatever the path starts with
+// (git@host:/srv/git/app.git is the common self-hosted form); otherwise it
+// is a local path, relative to base. A file:// URL is a local path.
+func parseRepo(repo, base string) (repoAddr, error) {
+	if repo == "" {
+		return repoAddr{}, errors.New("must not be empty")
+	}
+	if strings.ContainsAny(repo, " \t\r\n\x00") {
+		return repoAddr{}, fmt.Errorf("%q contains white space or a control character", repo)
+	}
+	if m := urlRE.FindStringSubmatch(repo); m != nil {
+		return parseRepoURL(repo, strings.ToLower(m[1]))
+	}
+	colon, slash := strings.IndexByte(repo, ':'), strings.IndexByte(repo, '/')
+	if colon >= 0 && (slash < 0 || colon < slash) {
+		return parseSCP(repo, colon)
+	}
+	if !filepath.IsAbs(repo) {
+		repo = filepath.Join(base, repo)
+	}
+	return repoAddr{value: filepath.Clean(repo)}, nil
+}
+
+func parseRepoURL(repo, scheme string) (repoAddr, error) {
+	switch scheme {
+	case "https", "http", "ssh", "git":
+	case "file":
+		// git takes what follows file:// as the path, so file://srv/x
+		// would be the relative path srv/x, while URL readers (go-git
+		// among them) take srv as a host: only an absolute path is clear.
+		rest := repo[len("file://"):]
+		if !strings.HasPrefix(rest, "/") {
+			return repoAddr{}, fmt.Errorf("%q: a file:// URL needs an absolute path, like file:///srv/git/app.git", repo)
+		}
+		p, err := url.PathUnescape(rest)
+		if err != nil || strings.ContainsRune(p, 0) {
+			return repoAddr{}, fmt.Errorf("%q: the path is not a valid URL path", repo)
+		}
+		return repoAddr{value: filepath.Clean(p)}, nil
+	default:
+		return repoAddr{}, fmt.Errorf("scheme %q is not supported: use https, ssh, git, file, a user@host:path address or a local path", scheme)
+	}
+	u, err := url.Parse(repo)
+	if err != nil {
+		return repoAddr{}, fmt.Errorf("%q is not a valid URL: %w", repo, errors.Unwrap(err))
+	}
+	if u.Hostname() == "" {
+		return repoAddr{}, fmt.Errorf("%q names no host", repo)
+	}
+	return repoAddr{remote: true, value: repo}, nil
+}
+
+func parseSCP(repo string, colon int) (repoAddr, error) {
+	hostPart, path := repo[:colon], repo[colon+1:]
+	user, host, hasUser := "", hostPart, false
+	if i := strings.LastIndexByte(hostPart, '@'); i >= 0 {
+		user, host, hasUser = hostPart[:i], hostPart[i+1:], true
+	}
+	ssh := "write it as ssh://[user@]host[:port]/path"
+	switch {
+	case strings.HasPrefix(hostPart, "["):
+		return repoAddr{}, fmt.Errorf("%q: a bracketed host is not supported in a user@host:path address; %s", repo, ssh)
+	case host == "":
+		return repoAddr{}, fmt.Errorf("%q names no host before the colon", repo)
+	case strings.HasPrefix(host, "-") || strings.HasPrefix(user, "-"):
+		return repoAddr{}, fmt.Errorf("%q: a host or user must not start with -", repo)
+	case !scpHostRE.MatchString(host):
+		return repoAddr{}, fmt.Errorf("%q: %q is not a host name", repo, host)
+	case hasUser && !scpUserRE.MatchString(user):
+		return repoAddr{}, fmt.Errorf("%q: %q is not a user name", repo, user)
+	case path == "":
+		return repoAddr{}, fmt.Errorf("%q names no repository path after the colon", repo)
+	case strings.HasPrefix(path, "\\"):
+		return repoAddr{}, fmt.Errorf("%q: the path must not start with a backslash", repo)
+	case scpPortRE.MatchString(path):
+		return repoAddr{}, fmt.Errorf("%q is ambiguous: the digits after the colon could be a port; %s", repo, ssh)
+	}
+	return repoAddr{remote: true, value: repo}, nil
+}

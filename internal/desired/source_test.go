@@ -1,0 +1,122 @@
+package desired
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+)
+
+func TestParseRepo(t *testing.T) {
+	const base = "/srv/cfg"
+	type endpoint struct{ proto, user, host, path string } // what go-git's transport reads
+	tests := []struct {
+		in     string
+		remote bool
+		value  string
+		ep     endpoint
+	}{
+		{"https://example.com/org/app.git", true, "https://example.com/org/app.git", endpoint{"https", "", "example.com", "/org/app.git"}},
+		{"http://127.0.0.1:8080/app.git", true, "http://127.0.0.1:8080/app.git", endpoint{"http", "", "127.0.0.1", "/app.git"}},
+		{"ssh://git@example.com:2222/srv/git/app.git", true, "ssh://git@example.com:2222/srv/git/app.git", endpoint{"ssh", "git", "example.com", "/srv/git/app.git"}},
+		{"ssh://example.com/~/app.git", true, "ssh://example.com/~/app.git", endpoint{"ssh", "", "example.com", "/~/app.git"}},
+		{"git://example.com/app.git", true, "git://example.com/app.git", endpoint{"git", "", "example.com", "/app.git"}},
+		{"HTTPS://example.com/app.git", true, "HTTPS://example.com/app.git", endpoint{"https", "", "example.com", "/app.git"}},
+		// scp-like: a colon before any slash, whatever the path starts with.
+		{"git@example.com:/srv/git/app.git", true, "git@example.com:/srv/git/app.git", endpoint{"ssh", "git", "example.com", "/srv/git/app.git"}},
+		{"git@github.com:org/app.git", true, "git@github.com:org/app.git", endpoint{"ssh", "git", "github.com", "org/app.git"}},
+		{"example.com:app.git", true, "example.com:app.git", endpoint{"ssh", "", "example.com", "app.git"}},
+		{"example.com:/abs/app.git", true, "example.com:/abs/app.git", endpoint{"ssh", "", "example.com", "/abs/app.git"}},
+		{"deploy@10.0.0.5:~/repos/app.git", true, "deploy@10.0.0.5:~/repos/app.git", endpoint{"ssh", "deploy", "10.0.0.5", "~/repos/app.git"}},
+		{"host:with:colons", true, "host:with:colons", endpoint{"ssh", "", "host", "with:colons"}},
+		// git on unix reads a drive-letter-like address as host C.
+		{"C:/repos/app", true, "C:/repos/app", endpoint{"ssh", "", "C", "/repos/app"}},
+		{"C:app", true, "C:app", endpoint{"ssh", "", "C", "app"}},
+		// Local paths: no colon, or a slash before the first colon.
+		{"/srv/git/app.git", false, "/srv/git/app.git", endpoint{"file", "", "", "/srv/git/app.git"}},
+		{"/srv/git/../git/app.git/", false, "/srv/git/app.git", endpoint{"file", "", "", "/srv/git/app.git"}},
+		{"./app", false, "/srv/cfg/app", endpoint{"file", "", "", "/srv/cfg/app"}},
+		{"../app", false, "/srv/app", endpoint{"file", "", "", "/srv/app"}},
+		{"app", false, "/srv/cfg/app", endpoint{"file", "", "", "/srv/cfg/app"}},
+		{"rel/with:colon-after-slash", false, "/srv/cfg/rel/with:colon-after-slash", endpoint{"file", "", "", "/srv/cfg/rel/with:colon-after-slash"}},
+		{"./host:path", false, "/srv/cfg/host:path", endpoint{"file", "", "", "/srv/cfg/host:path"}},
+		{"/abs/with:colon", false, "/abs/with:colon", endpoint{"file", "", "", "/abs/with:colon"}},
+		{"./a://b", false, "/srv/cfg/a:/b", endpoint{"file", "", "", "/srv/cfg/a:/b"}},
+		// file:// is a local path.
+		{"file:///srv/git/app.git", false, "/srv/git/app.git", endpoint{"file", "", "", "/srv/git/app.git"}},
+		{"file:///srv/my%20repo", false, "/srv/my repo", endpoint{"file", "", "", "/srv/my repo"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			a, err := parseRepo(tt.in, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.remote != tt.remote || a.value != tt.value {
+				t.Fatalf("got remote %v value %q, want remote %v value %q", a.remote, a.value, tt.remote, tt.value)
+			}
+			ep, err := transport.NewEndpoint(a.value)
+			if err != nil {
+				t.Fatalf("go-git: %v", err)
+			}
+			got := endpoint{ep.Protocol, ep.User, ep.Host, ep.Path}
+			if got != tt.ep {
+				t.Errorf("go-git reads %q as %+v, want %+v", a.value, got, tt.ep)
+			}
+		})
+	}
+}
+
+func TestParseRepoErrors(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", "must not be empty"},
+		{"git@host:app .git", "contains white space"},
+		{"ftp://example.com/app.git", `scheme "ftp" is not supported`},
+		{"git+ssh://example.com/app.git", `scheme "git+ssh" is not supported`},
+		{"https://", `"https://" names no host`},
+		{"ssh://host:port/app.git", `"ssh://host:port/app.git" is not a valid URL: invalid port`},
+		{"file://srv/git/app.git", "a file:// URL needs an absolute path"},
+		{"file:///srv/%zz", "the path is not a valid URL path"},
+		{":app.git", `":app.git" names no host before the colon`},
+		{"git@:app.git", "names no host before the colon"},
+		{"git@host:", `"git@host:" names no repository path after the colon`},
+		{"host:", "names no repository path after the colon"},
+		{"-oProxyCommand=x:app", "must not start with -"},
+		{"-x@host:app", "must not start with -"},
+		{"a@b@host:app", `"a@b" is not a user name`},
+		{"@host:app", `"" is not a user name`},
+		{"ho$t:app", `"ho$t" is not a host name`},
+		{"[::1]:app.git", "a bracketed host is not supported"},
+		{"[git@host:22]:app.git", "a bracketed host is not supported"},
+		{"git@host:22:app.git", "the digits after the colon could be a port"},
+		{`host:\app`, "must not start with a backslash"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			a, err := parseRepo(tt.in, "/srv/cfg")
+			if err == nil {
+				t.Fatalf("accepted as %+v", a)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// The self-hosted form git@host:/abs/path is a remote address, kept as
+// written, not a local path under the desired file's folder.
+func TestParseSCPWithAbsolutePath(t *testing.T) {
+	s, err := Parse(strings.NewReader("app: a\nroot: /r\nsource: {repo: \"git@example.com:/srv/git/app.git\", commit: main}\n"), "/srv/cfg/d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Source.Repo != "git@example.com:/srv/git/app.git" {
+		t.Errorf("repo %q", s.Source.Repo)
+	}
+	_, err = Parse(strings.NewReader("app: a\nroot: /r\nsource: {repo: \"git@example.com:\", commit: main}\n"), "d.yaml")
+	want := `d.yaml:3:16: source.repo: "git@example.com:" names no repository path after the colon`
+	if fes := Errors(err); len(fes) != 1 || fes[0].Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
