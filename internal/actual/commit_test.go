@@ -75,6 +75,7 @@ func TestObserveCommit(t *testing.T) {
 	}{
 		{name: "cached sha", cache: warm, ref: v1, sha: v1, inCache: true},
 		{name: "cached short sha", cache: warm, ref: v1[:8], sha: v1, inCache: true},
+		{name: "sha the cache lacks", cache: warm, ref: v2, sha: v2, why: "not in the cache", lsRemotes: 1},
 		{name: "sha on disk, no cache, no remote", cache: cold(missing), ref: v1, releases: onDisk, sha: v1, why: "not in the cache"},
 		{name: "short sha on disk", cache: cold(missing), ref: v1[:10], releases: onDisk, why: "not in the cache"},
 		{name: "sha not in the cache: the remote answers", cache: cold(repo.Dir), ref: v2, sha: v2, why: "not in the cache", lsRemotes: 1},

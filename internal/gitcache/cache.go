@@ -88,7 +88,7 @@ func (c *Cache) openWith(opts filesystem.Options, objCache cache.FileSize) (*git
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil, &Error{Op: op, Err: fmt.Errorf("%w: %s is not a git repository (no HEAD)", ErrDamaged, c.Dir)}
 	case err != nil:
-		return nil, nil, translate(op, err)
+		return nil, nil, readErr(op, err)
 	case fi.IsDir():
 		return nil, nil, &Error{Op: op, Err: fmt.Errorf("%w: %s/HEAD is a directory", ErrDamaged, c.Dir)}
 	}
@@ -96,7 +96,7 @@ func (c *Cache) openWith(opts filesystem.Options, objCache cache.FileSize) (*git
 	r, err := git.Open(st, nil)
 	if err != nil {
 		st.Close()
-		return nil, nil, translate(op, fmt.Errorf("%w: %v", ErrDamaged, err))
+		return nil, nil, readErr(op, err)
 	}
 	return r, func() { st.Close() }, nil
 }
@@ -120,15 +120,17 @@ func (c *Cache) Resolve(ctx context.Context, ref string) (sha string, kind Kind,
 	if desired.IsHash(ref) {
 		h, err := r.ResolveRevision(plumbing.Revision(ref))
 		if err == nil {
-			if _, err := r.CommitObject(*h); err != nil {
-				return "", "", translate(op, err)
-			}
+			_, err = r.CommitObject(*h)
+		}
+		switch {
+		case err == nil:
 			return h.String(), KindCommit, nil
+		case errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, plumbing.ErrObjectNotFound):
+			// Not here, or a hex string naming a branch or tag:
+			// fall through.
+		default:
+			return "", "", readErr(op, err)
 		}
-		if damaged(err) && !errors.Is(err, plumbing.ErrObjectNotFound) {
-			return "", "", translate(op, err)
-		}
-		// A hex string may still name a branch or tag; fall through.
 	}
 	for _, k := range []struct {
 		name plumbing.ReferenceName
@@ -139,14 +141,14 @@ func (c *Cache) Resolve(ctx context.Context, ref string) (sha string, kind Kind,
 			continue
 		}
 		if err != nil {
-			return "", "", translate(op, fmt.Errorf("%w: read %s: %v", ErrDamaged, k.name, err))
+			return "", "", readErr(op, fmt.Errorf("read %s: %w", k.name, err))
 		}
 		h, err := r.ResolveRevision(plumbing.Revision(k.name))
 		if err == nil {
 			_, err = r.CommitObject(*h)
 		}
 		if err != nil {
-			return "", "", translate(op, fmt.Errorf("%w: %s points at %s, which it cannot read: %v", ErrDamaged, k.name, rf.Hash(), err))
+			return "", "", readErr(op, fmt.Errorf("%s points at %s, which it cannot read: %w", k.name, rf.Hash(), err))
 		}
 		return h.String(), k.kind, nil
 	}
@@ -256,7 +258,7 @@ func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 func checkTips(r *git.Repository) error {
 	refs, err := r.References()
 	if err != nil {
-		return translate("check cache", fmt.Errorf("%w: %v", ErrDamaged, err))
+		return readErr("check cache", err)
 	}
 	defer refs.Close()
 	return refs.ForEach(func(ref *plumbing.Reference) error {
@@ -393,7 +395,7 @@ func (c *Cache) replaceable() error {
 func (c *Cache) setURL(r *git.Repository) error {
 	cfg, err := r.Config()
 	if err != nil {
-		return translate("read cache config", fmt.Errorf("%w: %v", ErrDamaged, err))
+		return readErr("read cache config", err)
 	}
 	rc, ok := cfg.Remotes["origin"]
 	if ok && len(rc.URLs) == 1 && rc.URLs[0] == c.URL {

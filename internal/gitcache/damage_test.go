@@ -18,7 +18,7 @@ func bigRepo(t *testing.T) (*testgit.Repo, string) {
 	t.Helper()
 	r := testgit.New(t)
 	var b strings.Builder
-	for i := 0; i < 40000; i++ {
+	for i := 0; i < 20000; i++ {
 		fmt.Fprintf(&b, "%d %x\n", i, i*7919)
 	}
 	r.Write("big.txt", b.String())
@@ -83,6 +83,7 @@ func TestDamagedCache(t *testing.T) {
 		}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			r, v1 := bigRepo(t)
 			c := newCache(t, r.Dir)
 			if err := c.Fetch(ctx); err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/url"
@@ -75,7 +74,6 @@ func damaged(err error) bool {
 	case errors.Is(err, ErrDamaged),
 		errors.Is(err, zlib.ErrChecksum), errors.Is(err, zlib.ErrHeader), errors.Is(err, zlib.ErrDictionary),
 		errors.As(err, &ce), errors.As(err, &pe),
-		errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, plumbing.ErrObjectNotFound),
 		errors.Is(err, plumbing.ErrInvalidType),
 		errors.Is(err, idxfile.ErrMalformedIdxFile), errors.Is(err, idxfile.ErrUnsupportedVersion),
@@ -88,6 +86,24 @@ func damaged(err error) bool {
 		return true
 	}
 	return false
+}
+
+// readErr is translate for a read of the cache: whatever go-git says
+// (a corrupt or truncated pack, a missing object, a malformed ref), the
+// cache is damaged, unless the read was cancelled. A truncated stream
+// from the remote, by contrast, is not the cache's fault: translate
+// leaves it to a later try.
+func readErr(op string, err error) error {
+	var ge *Error
+	switch {
+	case errors.As(err, &ge):
+		return err
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return &Error{Op: op, Err: err, Transient: true}
+	case errors.Is(err, ErrDamaged):
+		return &Error{Op: op, Err: err}
+	}
+	return &Error{Op: op, Err: fmt.Errorf("%w: %v", ErrDamaged, err)}
 }
 
 // translate turns go-git's errors into *Error with a kind, in one place.

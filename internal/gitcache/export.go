@@ -53,11 +53,11 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	defer done()
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
-		return translate("export "+sha, fmt.Errorf("%w: read commit: %v", ErrDamaged, err))
+		return readErr("export "+sha, fmt.Errorf("read commit: %w", err))
 	}
 	tree, err := commit.Tree()
 	if err != nil {
-		return translate("export "+sha, fmt.Errorf("%w: read tree: %v", ErrDamaged, err))
+		return readErr("export "+sha, fmt.Errorf("read tree: %w", err))
 	}
 	if subpath != "" {
 		tree, err = tree.Tree(subpath)
@@ -134,7 +134,7 @@ func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) 
 			return nil
 		}
 		if err != nil {
-			return translate("walk tree", fmt.Errorf("%w: %v", ErrDamaged, err))
+			return readErr("walk tree", err)
 		}
 		// Tree entry names can't hold "/" or be "..", but the tree is
 		// input: check rather than trust.
@@ -165,11 +165,11 @@ func writeEntry(r *git.Repository, j job) error {
 	op := "read blob " + j.hash.String()
 	blob, err := r.BlobObject(j.hash)
 	if err != nil {
-		return translate(op, fmt.Errorf("%w: %v", ErrDamaged, err))
+		return readErr(op, err)
 	}
 	brd, err := blob.Reader()
 	if err != nil {
-		return translate(op, fmt.Errorf("%w: %v", ErrDamaged, err))
+		return readErr(op, err)
 	}
 	defer brd.Close()
 	// A corrupt object shows only as it is inflated: its read errors say
@@ -210,7 +210,7 @@ type blobReader struct {
 func (b *blobReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = translate(b.op, fmt.Errorf("%w: %v", ErrDamaged, err))
+		err = readErr(b.op, err)
 	}
 	return n, err
 }
