@@ -247,7 +247,7 @@ func observeCommit(ctx context.Context, ref string, git Git, releases []Release)
 		}
 		return c, nil
 	case errors.Is(err, gitcache.ErrDamaged):
-		c.Why = fmt.Sprintf("the git cache is damaged (%v); the fetch clones it afresh", err)
+		c.Why = fmt.Sprintf("%v; the fetch clones it afresh", err) // err says the cache is damaged
 	case errors.Is(err, gitcache.ErrNotFound):
 		c.Why = fmt.Sprintf("%s is not in the cache", ref)
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -59,6 +60,11 @@ func TestObserveCommit(t *testing.T) {
 		dir := t.TempDir()
 		return &gitcache.Cache{Dir: filepath.Join(dir, "repo"), URL: url, TmpDir: filepath.Join(dir, "tmp")}
 	}
+	// broken is a cache whose path is a regular file.
+	broken := cold(repo.Dir)
+	if err := os.WriteFile(broken.Dir, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	onDisk := []Release{{Name: "20261125T120000Z-" + v1[:8], Record: &record.Release{Commit: v1}}}
 	missing := filepath.Join(t.TempDir(), "nope")
 	for _, tt := range []struct {
@@ -83,6 +89,7 @@ func TestObserveCommit(t *testing.T) {
 		{name: "branch not in the cache", cache: cold(repo.Dir), ref: "main", why: "main is not in the cache", lsRemotes: 1},
 		{name: "unknown branch", cache: cold(repo.Dir), ref: "nosuch", err: `resolve source.commit "nosuch": ls-remote ` + repo.Dir + `: no such branch or tag on the remote: "nosuch"`, lsRemotes: 1},
 		{name: "unreachable remote", cache: cold("http://deploy:s3cret@" + closedPort(t) + "/app.git"), ref: "main", err: `resolve source.commit "main": ls-remote http://deploy:xxxxx@`, transient: true, lsRemotes: 1},
+		{name: "damaged cache", cache: broken, ref: "main", why: "the git cache is damaged: ", lsRemotes: 1},
 		{name: "branch moved", cache: warm, ref: "main", sha: v2, why: "branch main moved from " + v1[:8] + " to " + v2[:8], lsRemotes: 1},
 		{name: "tag moved", cache: warm, ref: "production", sha: v2, why: "tag production moved from " + v1[:8] + " to " + v2[:8], lsRemotes: 1},
 		{name: "annotated tag moved", cache: warm, ref: "release", sha: v2, why: "tag release moved from " + v1[:8] + " to " + v2[:8], lsRemotes: 1},
