@@ -38,9 +38,10 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"treehash": treehash,
-			"waitfile": waitfile,
-			"setsha":   setsha,
+			"treehash":    treehash,
+			"waitfile":    waitfile,
+			"setsha":      setsha,
+			"corruptpack": corruptpack,
 		},
 	})
 }
@@ -117,4 +118,26 @@ func treehash(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("treehash: %v", err)
 	}
 	ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(out), 0o644))
+}
+
+// corruptpack DIR overwrites 64 bytes in the middle of every pack file of
+// the git repository DIR with zeros, as a failing disk might.
+func corruptpack(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: corruptpack DIR")
+	}
+	packs, err := filepath.Glob(filepath.Join(ts.MkAbs(args[0]), "objects", "pack", "*.pack"))
+	ts.Check(err)
+	if len(packs) == 0 {
+		ts.Fatalf("no pack under %s", args[0])
+	}
+	for _, p := range packs {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		ts.Check(err)
+		fi, err := f.Stat()
+		ts.Check(err)
+		_, err = f.WriteAt(make([]byte, 64), fi.Size()/2)
+		ts.Check(err)
+		ts.Check(f.Close())
+	}
 }

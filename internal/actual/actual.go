@@ -132,7 +132,7 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 	if git == nil {
 		return s, nil // status: the host only, no questions to git
 	}
-	c, err := observeCommit(ctx, d.Source.Commit, git)
+	c, err := observeCommit(ctx, d.Source.Commit, git, s.Releases)
 	if err != nil {
 		return nil, err
 	}
@@ -243,43 +243,65 @@ func observeLink(l layout.Layout, s *State) error {
 	return nil
 }
 
-func observeCommit(ctx context.Context, ref string, git Git) (Commit, error) {
+// observeCommit resolves ref. A SHA the cache holds, or one a release on
+// disk was built from, needs no network (invariants 8 and 9). A branch or
+// a tag can move, so the remote is asked where it points: one ls-remote,
+// read-only. A ref the cache lacks is checked against the remote the same
+// way, so that plan, not only apply, finds an unreachable repository, a
+// missing key or an unknown branch.
+func observeCommit(ctx context.Context, ref string, git Git, releases []Release) (Commit, error) {
 	c := Commit{Ref: ref}
 	sha, kind, err := git.Resolve(ctx, ref)
 	switch {
-	case errors.Is(err, gitcache.ErrDamaged):
-		c.Why = fmt.Sprintf("the git cache is damaged (%v); the fetch clones it afresh", err)
-		if desired.IsFullHash(ref) {
-			c.SHA = ref
+	case err == nil:
+		c.SHA, c.Kind, c.InCache = sha, kind, true
+		if kind == gitcache.KindCommit {
+			return c, nil
+		}
+		remote, err := git.LsRemote(ctx, ref)
+		if err != nil {
+			return c, fmt.Errorf("resolve source.commit %q: %w", ref, err)
+		}
+		if remote != sha {
+			c.SHA = remote
+			c.InCache = git.HasCommit(remote)
+			if !c.InCache {
+				c.Why = fmt.Sprintf("%s %s moved from %s to %s", kind, ref, short(sha), short(remote))
+			}
 		}
 		return c, nil
+	case errors.Is(err, gitcache.ErrDamaged):
+		c.Why = fmt.Sprintf("%v; the fetch clones it afresh", err) // err says the cache is damaged
 	case errors.Is(err, gitcache.ErrNotFound):
 		c.Why = fmt.Sprintf("%s is not in the cache", ref)
-		if desired.IsFullHash(ref) {
-			c.SHA = ref
-		}
-		return c, nil
-	case err != nil:
+	default:
 		return c, fmt.Errorf("observe commit %s: %w", ref, err)
 	}
-	c.SHA, c.Kind, c.InCache = sha, kind, true
-	if kind != gitcache.KindBranch {
+	if desired.IsFullHash(ref) {
+		c.SHA = ref
+	}
+	if desired.IsHash(ref) && builtFrom(releases, ref) {
+		// A rollback to a release on disk needs neither the cache nor
+		// the remote.
 		return c, nil
 	}
-	// A branch moves: ask the remote where it points now. This reads the
-	// remote's refs only; nothing is fetched or written.
-	remote, err := git.LsRemote(ctx, ref)
-	if err != nil {
-		return c, fmt.Errorf("observe branch %s: %w", ref, err)
-	}
-	if remote != sha {
-		c.SHA = remote
-		c.InCache = git.HasCommit(remote)
-		if !c.InCache {
-			c.Why = fmt.Sprintf("branch %s moved to %s", ref, short(remote))
-		}
+	// Servers advertise branches and tags, not every commit: for a SHA
+	// the ls-remote only shows the remote answers.
+	if _, err := git.LsRemote(ctx, ref); err != nil && !(desired.IsHash(ref) && errors.Is(err, gitcache.ErrUnknownRef)) {
+		return c, fmt.Errorf("resolve source.commit %q: %w", ref, err)
 	}
 	return c, nil
+}
+
+// builtFrom reports whether a release on disk records a commit that the
+// SHA (full or short) names.
+func builtFrom(releases []Release, sha string) bool {
+	for _, r := range releases {
+		if r.Record != nil && strings.HasPrefix(r.Record.Commit, strings.ToLower(sha)) {
+			return true
+		}
+	}
+	return false
 }
 
 func short(sha string) string { return layout.Short(sha) }

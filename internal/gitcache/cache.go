@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/url"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
@@ -27,37 +25,21 @@ type Kind string
 
 const (
 	KindCommit Kind = "commit" // written as a SHA: never moves
-	KindTag    Kind = "tag"    // treated as immutable once cached
+	KindTag    Kind = "tag"    // moves when retagged: the remote is asked
 	KindBranch Kind = "branch" // moves: the remote is asked where it points
 )
-
-// ErrDamaged marks a cache that cannot be read: objects missing, a ref
-// file empty or a stale lock. Fetch repairs it by cloning afresh.
-var ErrDamaged = errors.New("the git cache is damaged")
-
-// ErrNotFound is returned by Resolve when the cache does not have the ref
-// (or there is no cache yet): a fetch is needed.
-var ErrNotFound = errors.New("not in the cache")
-
-// Error is a failed operation on the cache or the remote. Transient errors
-// (the network, a remote that did not answer) may pass on a later try;
-// the others need a person (a wrong URL, refused credentials, a missing
-// commit).
-type Error struct {
-	Op        string
-	Err       error
-	Transient bool
-	// Remote: the remote refused (not found, authentication); the cache
-	// is not at fault.
-	Remote bool
-}
-
-func (e *Error) Error() string { return e.Op + ": " + e.Err.Error() }
-func (e *Error) Unwrap() error { return e.Err }
 
 // objectCacheSize bounds go-git's decoded-object cache. Its default, 96 MiB,
 // would alone take most of the memory budget of an export.
 const objectCacheSize = 16 * cache.MiByte
+
+// Marker is the file a cache made by the reconciler carries at its top.
+// Only a repository with it (or something that is no readable repository
+// at all) is ever deleted to clone afresh: a repository a person put at
+// the cache's path is left to them.
+const Marker = "reconciler-cache"
+
+const markerText = "This bare repository is the reconciler's git cache. The reconciler may delete it and clone it afresh.\n"
 
 // Cache is the bare repository at Dir mirroring URL.
 type Cache struct {
@@ -68,28 +50,19 @@ type Cache struct {
 	// Writers is how many goroutines write exported files; 0 means
 	// DefaultWriters.
 	Writers int
-	// Repaired is set when the last Fetch found the cache damaged and
-	// cloned it afresh: why.
+	// Repaired is set when the last Fetch or Repair found the cache
+	// damaged and cloned it afresh: why.
 	Repaired string
 }
+
+// url is the remote for messages: never with its password.
+func (c *Cache) url() string { return Redact(c.URL) }
 
 // open opens the cache. The caller must call close. Pack files stay open
 // until then: without KeepDescriptors go-git opens the pack file again for
 // every object it reads, which doubled the time of an export.
 func (c *Cache) open() (r *git.Repository, close func(), err error) {
-	if _, err := os.Stat(filepath.Join(c.Dir, "HEAD")); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, nil, ErrNotFound
-		}
-		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: err}
-	}
-	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(objectCacheSize), filesystem.Options{KeepDescriptors: true})
-	r, err = git.Open(st, nil)
-	if err != nil {
-		st.Close()
-		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: fmt.Errorf("%w: %v", ErrDamaged, err)}
-	}
-	return r, func() { st.Close() }, nil
+	return c.openWith(filesystem.Options{KeepDescriptors: true}, objectCacheSize)
 }
 
 // streamThreshold is the size above which an export worker's go-git
@@ -100,12 +73,30 @@ const streamThreshold = 1 << 20
 // so the object cache stays small, and large blobs are streamed, so memory
 // is bounded by workers × streamThreshold whatever the repository holds.
 func (c *Cache) openStreaming() (*git.Repository, func(), error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(cache.MiByte),
-		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: streamThreshold})
+	return c.openWith(filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: streamThreshold}, cache.MiByte)
+}
+
+// openWith opens the cache: ErrNotFound when nothing is at Dir, ErrDamaged
+// when what is there is no repository (a file, an empty or broken folder).
+func (c *Cache) openWith(opts filesystem.Options, objCache cache.FileSize) (*git.Repository, func(), error) {
+	op := "open cache " + c.Dir
+	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, ErrNotFound
+	}
+	fi, err := os.Stat(filepath.Join(c.Dir, "HEAD"))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, &Error{Op: op, Err: fmt.Errorf("%w: %s is not a git repository (no HEAD)", ErrDamaged, c.Dir)}
+	case err != nil:
+		return nil, nil, readErr(op, err)
+	case fi.IsDir():
+		return nil, nil, &Error{Op: op, Err: fmt.Errorf("%w: %s/HEAD is a directory", ErrDamaged, c.Dir)}
+	}
+	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(objCache), opts)
 	r, err := git.Open(st, nil)
 	if err != nil {
 		st.Close()
-		return nil, nil, &Error{Op: "open cache " + c.Dir, Err: err}
+		return nil, nil, readErr(op, err)
 	}
 	return r, func() { st.Close() }, nil
 }
@@ -117,38 +108,54 @@ func (c *Cache) Exists() bool {
 }
 
 // Resolve finds ref in the cache without touching the network or the disk
-// beyond reading. It returns ErrNotFound when the cache lacks it.
+// beyond reading. It returns ErrNotFound when the cache lacks it, and an
+// error wrapping ErrDamaged when the cache cannot be read.
 func (c *Cache) Resolve(ctx context.Context, ref string) (sha string, kind Kind, err error) {
 	r, done, err := c.open()
 	if err != nil {
 		return "", "", err
 	}
 	defer done()
+	op := "resolve " + ref
 	if desired.IsHash(ref) {
 		h, err := r.ResolveRevision(plumbing.Revision(ref))
 		if err == nil {
-			return h.String(), KindCommit, nil
+			_, err = r.CommitObject(*h)
 		}
-		// A hex string may still name a branch or tag; fall through.
+		switch {
+		case err == nil:
+			return h.String(), KindCommit, nil
+		case errors.Is(err, plumbing.ErrReferenceNotFound), errors.Is(err, plumbing.ErrObjectNotFound):
+			// Not here, or a hex string naming a branch or tag:
+			// fall through.
+		default:
+			return "", "", readErr(op, err)
+		}
 	}
 	for _, k := range []struct {
 		name plumbing.ReferenceName
 		kind Kind
 	}{{plumbing.NewTagReferenceName(ref), KindTag}, {plumbing.NewBranchReferenceName(ref), KindBranch}} {
 		rf, err := r.Reference(k.name, true)
-		if err != nil {
+		if errors.Is(err, plumbing.ErrReferenceNotFound) {
 			continue
 		}
-		h, err := r.ResolveRevision(plumbing.Revision(k.name))
 		if err != nil {
-			return "", "", &Error{Op: fmt.Sprintf("resolve %s", ref), Err: fmt.Errorf("%w: %s points at %s, which it cannot read: %v", ErrDamaged, k.name, rf.Hash(), err)}
+			return "", "", readErr(op, fmt.Errorf("read %s: %w", k.name, err))
+		}
+		h, err := r.ResolveRevision(plumbing.Revision(k.name))
+		if err == nil {
+			_, err = r.CommitObject(*h)
+		}
+		if err != nil {
+			return "", "", readErr(op, fmt.Errorf("%s points at %s, which it cannot read: %w", k.name, rf.Hash(), err))
 		}
 		return h.String(), k.kind, nil
 	}
 	return "", "", ErrNotFound
 }
 
-// HasCommit reports whether the cache holds the commit sha.
+// HasCommit reports whether the cache holds the commit sha, readable.
 func (c *Cache) HasCommit(sha string) bool {
 	r, done, err := c.open()
 	if err != nil {
@@ -159,37 +166,57 @@ func (c *Cache) HasCommit(sha string) bool {
 	return err == nil
 }
 
-// LsRemote asks the remote where branch points, without fetching.
-func (c *Cache) LsRemote(ctx context.Context, branch string) (string, error) {
-	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}})
-	auth, err := c.auth()
+// LsRemote asks the remote where ref points, without fetching or writing
+// anything: a tag first (an annotated one peeled to its commit), then a
+// branch, as Resolve looks them up in the cache. A remote without that
+// name gives an error wrapping ErrUnknownRef; one that cannot be reached,
+// a transient *Error.
+func (c *Cache) LsRemote(ctx context.Context, ref string) (string, error) {
+	op := "ls-remote " + c.url()
+	refs, err := c.listRemote(ctx)
 	if err != nil {
-		return "", err
+		return "", translate(op, err)
 	}
-	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
-	if err != nil {
-		return "", translate("list refs of "+c.URL, err)
-	}
-	want := plumbing.NewBranchReferenceName(branch)
+	byName := make(map[string]string, len(refs))
 	for _, rf := range refs {
-		if rf.Name() == want {
-			return rf.Hash().String(), nil
+		if rf.Type() == plumbing.HashReference {
+			byName[rf.Name().String()] = rf.Hash().String()
 		}
 	}
-	return "", &Error{Op: "list refs of " + c.URL, Err: fmt.Errorf("branch %q does not exist on the remote", branch)}
+	tag := plumbing.NewTagReferenceName(ref).String()
+	for _, name := range []string{tag + "^{}", tag, plumbing.NewBranchReferenceName(ref).String()} {
+		if sha, ok := byName[name]; ok {
+			return sha, nil
+		}
+	}
+	return "", translate(op, fmt.Errorf("%w: %q", ErrUnknownRef, ref))
 }
 
+// listRemote lists the remote's refs with peeled tags, on a remote held in
+// memory: nothing is written anywhere.
+func (c *Cache) listRemote(ctx context.Context) ([]*plumbing.Reference, error) {
+	auth, err := c.auth()
+	if err != nil {
+		return nil, err
+	}
+	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}})
+	return rem.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+}
+
+// refSpecs mirror the remote's branches and tags. The + forces the update
+// of a tag moved upstream (git tag -f), as of a rewound branch.
 var refSpecs = []config.RefSpec{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
 
 // Fetch brings the cache up to date with the remote, creating it on first
 // use. The first clone is made in TmpDir and renamed into place, so an
-// interrupted clone never leaves a half cache at Dir.
+// interrupted clone never leaves a half cache at Dir. A damaged cache is
+// cloned afresh (see Repair for what may be replaced).
 func (c *Cache) Fetch(ctx context.Context) error {
 	auth, err := c.auth()
 	if err != nil {
 		return err
 	}
-	if !c.Exists() {
+	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
 		return c.clone(ctx, auth)
 	}
 	err = c.fetch(ctx, auth)
@@ -220,13 +247,18 @@ func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 		Prune:      true,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return translate("fetch "+c.URL, err)
+		return translate("fetch "+c.url(), err)
 	}
 	// A fetch that found nothing new says nothing of the objects the
 	// refs point at: check that every tip can be read.
+	return checkTips(r)
+}
+
+// checkTips reads the commit every branch and tag points at.
+func checkTips(r *git.Repository) error {
 	refs, err := r.References()
 	if err != nil {
-		return &Error{Op: "check cache", Err: fmt.Errorf("%w: %v", ErrDamaged, err)}
+		return readErr("check cache", err)
 	}
 	defer refs.Close()
 	return refs.ForEach(func(ref *plumbing.Reference) error {
@@ -246,54 +278,52 @@ func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 }
 
 // Repair clones the cache afresh, for damage Fetch cannot see: a blob
-// missing behind readable refs.
+// missing behind readable refs. Whatever is at Dir is replaced if it is
+// the reconciler's cache (it carries Marker) or clearly no readable
+// repository (a file, a folder without HEAD, refs pointing at nothing);
+// a readable repository without the marker is left alone, with an error
+// that needs a person.
 func (c *Cache) Repair(ctx context.Context, cause error) error {
 	auth, err := c.auth()
 	if err != nil {
 		return err
 	}
-	if !c.Exists() {
+	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
 		return c.clone(ctx, auth)
 	}
 	return c.repair(ctx, auth, cause)
 }
 
-// repair moves the damaged cache aside and clones afresh. The damaged copy
-// is deleted once the new cache is in place.
+// repair clones afresh over the damaged cache.
 func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, cause error) error {
-	if err := os.MkdirAll(c.TmpDir, 0o755); err != nil {
-		return &Error{Op: "repair cache", Err: err}
-	}
-	aside, err := os.MkdirTemp(c.TmpDir, "damaged-")
-	if err != nil {
-		return &Error{Op: "repair cache", Err: err}
-	}
-	if err := os.Rename(c.Dir, filepath.Join(aside, "repo")); err != nil {
-		return &Error{Op: "repair cache", Err: err}
-	}
 	if err := c.clone(ctx, auth); err != nil {
 		return fmt.Errorf("re-clone the damaged cache (%v): %w", cause, err)
 	}
-	os.RemoveAll(aside)
 	c.Repaired = cause.Error()
 	return nil
 }
 
+// clone fetches the remote into a new repository in TmpDir, then puts it
+// at Dir in place of whatever replaceable thing is there.
 func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod) error {
+	op := "create cache"
 	if err := os.MkdirAll(c.TmpDir, 0o755); err != nil {
-		return &Error{Op: "create cache", Err: err}
+		return &Error{Op: op, Err: err}
 	}
 	tmp, err := os.MkdirTemp(c.TmpDir, "repo-")
 	if err != nil {
-		return &Error{Op: "create cache", Err: err}
+		return &Error{Op: op, Err: err}
 	}
 	defer os.RemoveAll(tmp)
 	r, err := git.PlainInit(tmp, true)
 	if err != nil {
-		return &Error{Op: "create cache", Err: err}
+		return &Error{Op: op, Err: err}
+	}
+	if err := os.WriteFile(filepath.Join(tmp, Marker), []byte(markerText), 0o644); err != nil {
+		return &Error{Op: op, Err: err}
 	}
 	if _, err := r.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{c.URL}, Fetch: refSpecs}); err != nil {
-		return &Error{Op: "create cache", Err: err}
+		return &Error{Op: op, Err: err}
 	}
 	err = r.FetchContext(ctx, &git.FetchOptions{
 		RemoteName: "origin",
@@ -303,12 +333,61 @@ func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod) error {
 		Force:      true,
 	})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return translate("clone "+c.URL, err)
+		return translate("clone "+c.url(), err)
+	}
+	return c.install(tmp)
+}
+
+// install renames the new repository at tmp to Dir. What is at Dir is
+// first moved aside into TmpDir (and deleted once the new cache is in
+// place) if it may be replaced; the rename is of the path itself, so a
+// symlink there is moved, never followed.
+func (c *Cache) install(tmp string) error {
+	op := "create cache"
+	fi, err := os.Lstat(c.Dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.Rename(tmp, c.Dir); err != nil {
+			return &Error{Op: op, Err: err}
+		}
+		return nil
+	case err != nil:
+		return &Error{Op: op, Err: err}
+	}
+	if fi.IsDir() {
+		if err := c.replaceable(); err != nil {
+			return err
+		}
+	}
+	aside, err := os.MkdirTemp(c.TmpDir, "damaged-")
+	if err != nil {
+		return &Error{Op: op, Err: err}
+	}
+	defer os.RemoveAll(aside)
+	if err := os.Rename(c.Dir, filepath.Join(aside, "repo")); err != nil {
+		return &Error{Op: op, Err: err}
 	}
 	if err := os.Rename(tmp, c.Dir); err != nil {
-		return &Error{Op: "create cache", Err: err}
+		return &Error{Op: op, Err: err}
 	}
 	return nil
+}
+
+// replaceable says whether the folder at Dir may be deleted: it carries
+// the marker, or it is no repository whose branches and tags can be read.
+func (c *Cache) replaceable() error {
+	if _, err := os.Lstat(filepath.Join(c.Dir, Marker)); err == nil {
+		return nil
+	}
+	r, done, err := c.open()
+	if err != nil {
+		return nil // no repository: nothing a person could want from it
+	}
+	defer done()
+	if err := checkTips(r); err != nil {
+		return nil
+	}
+	return &Error{Op: "replace cache " + c.Dir, Err: fmt.Errorf("it is a git repository without the reconciler's marker file %s, so the reconciler will not delete it; move it away, then run again", Marker)}
 }
 
 // setURL keeps the cache's remote in step with desired.yaml, so changing
@@ -316,7 +395,7 @@ func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod) error {
 func (c *Cache) setURL(r *git.Repository) error {
 	cfg, err := r.Config()
 	if err != nil {
-		return &Error{Op: "read cache config", Err: err}
+		return readErr("read cache config", err)
 	}
 	rc, ok := cfg.Remotes["origin"]
 	if ok && len(rc.URLs) == 1 && rc.URLs[0] == c.URL {
@@ -329,13 +408,15 @@ func (c *Cache) setURL(r *git.Repository) error {
 	return nil
 }
 
+// auth reads the ssh key of an ssh remote. A key file that is missing or
+// unreadable needs a person: it is an error before any network.
 func (c *Cache) auth() (transport.AuthMethod, error) {
 	if c.SSHKey == "" {
 		return nil, nil
 	}
 	ep, err := transport.NewEndpoint(c.URL)
 	if err != nil {
-		return nil, &Error{Op: "parse " + c.URL, Err: err}
+		return nil, &Error{Op: "parse " + c.url(), Err: err}
 	}
 	if ep.Protocol != "ssh" {
 		return nil, nil
@@ -349,33 +430,7 @@ func (c *Cache) auth() (transport.AuthMethod, error) {
 	// files (SSH_KNOWN_HOSTS or ~/.ssh/known_hosts). Never ignored.
 	keys, err := gitssh.NewPublicKeysFromFile(user, c.SSHKey, "")
 	if err != nil {
-		return nil, &Error{Op: "read ssh key " + c.SSHKey, Err: err}
+		return nil, &Error{Op: "read source.ssh_key " + c.SSHKey, Err: err}
 	}
 	return keys, nil
-}
-
-// translate turns go-git's errors into *Error with a kind, in one place.
-func translate(op string, err error) error {
-	var ge *Error
-	if errors.As(err, &ge) {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return &Error{Op: op, Err: err, Transient: true}
-	case errors.Is(err, transport.ErrAuthenticationRequired):
-		return &Error{Op: op, Remote: true, Err: errors.New("authentication required: set source.ssh_key or credentials for this remote")}
-	case errors.Is(err, transport.ErrAuthorizationFailed):
-		return &Error{Op: op, Remote: true, Err: errors.New("authorization refused by the remote")}
-	case errors.Is(err, transport.ErrRepositoryNotFound):
-		return &Error{Op: op, Remote: true, Err: errors.New("repository not found")}
-	case errors.Is(err, transport.ErrEmptyRemoteRepository):
-		return &Error{Op: op, Remote: true, Err: errors.New("the remote repository is empty")}
-	}
-	var ne net.Error
-	var ue *url.Error
-	if errors.As(err, &ne) || errors.As(err, &ue) || strings.Contains(err.Error(), "connection refused") {
-		return &Error{Op: op, Err: err, Transient: true, Remote: true}
-	}
-	return &Error{Op: op, Err: err}
 }

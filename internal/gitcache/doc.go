@@ -1,7 +1,11 @@
-// Package gitcache keeps the host's bare git cache of the application's
-// repository and exports commits from it into release directories.
+// Package gitcache holds every use of go-git: the host's bare git cache of
+// the application's repository, the exports of commits from it into
+// release directories, and the daemon's config repository.
 //
-// go-git is used only here: the rest of the reconciler sees a small API of
-// Resolve (read-only, in the cache), LsRemote (read-only, asks the remote),
-// Fetch and Export. go-git's errors are translated here, once.
+// The rest of the reconciler sees a small API: Resolve (read-only, in the
+// cache), LsRemote (read-only, asks the remote), Fetch, Repair and Export
+// for the cache; ConfigRepo for the config repository. go-git's errors
+// are translated here, once (translate, readErr), into *Error with a
+// kind: transient (retry later), needs a person, or ErrDamaged (clone
+// afresh).
 package gitcache

@@ -53,11 +53,11 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	defer done()
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
-		return &Error{Op: "export " + sha, Err: fmt.Errorf("%w: read commit: %v", ErrDamaged, err)}
+		return readErr("export "+sha, fmt.Errorf("read commit: %w", err))
 	}
 	tree, err := commit.Tree()
 	if err != nil {
-		return &Error{Op: "export " + sha, Err: fmt.Errorf("%w: read tree: %v", ErrDamaged, err)}
+		return readErr("export "+sha, fmt.Errorf("read tree: %w", err))
 	}
 	if subpath != "" {
 		tree, err = tree.Tree(subpath)
@@ -134,7 +134,7 @@ func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) 
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%w: walk tree: %v", ErrDamaged, err)
+			return readErr("walk tree", err)
 		}
 		// Tree entry names can't hold "/" or be "..", but the tree is
 		// input: check rather than trust.
@@ -162,15 +162,20 @@ func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) 
 }
 
 func writeEntry(r *git.Repository, j job) error {
+	op := "read blob " + j.hash.String()
 	blob, err := r.BlobObject(j.hash)
 	if err != nil {
-		return fmt.Errorf("%w: read blob %s: %v", ErrDamaged, j.hash, err)
+		return readErr(op, err)
 	}
-	rd, err := blob.Reader()
+	brd, err := blob.Reader()
 	if err != nil {
-		return fmt.Errorf("read blob %s: %w", j.hash, err)
+		return readErr(op, err)
 	}
-	defer rd.Close()
+	defer brd.Close()
+	// A corrupt object shows only as it is inflated: its read errors say
+	// the cache is damaged, unlike the write errors of the copy (a full
+	// disk), which do not.
+	rd := &blobReader{r: brd, op: op}
 	if j.mode == filemode.Symlink {
 		target, err := io.ReadAll(io.LimitReader(rd, 4096))
 		if err != nil {
@@ -194,4 +199,18 @@ func writeEntry(r *git.Repository, j job) error {
 		return err
 	}
 	return f.Close()
+}
+
+// blobReader marks the read errors of a blob as damage of the cache.
+type blobReader struct {
+	r  io.Reader
+	op string
+}
+
+func (b *blobReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = readErr(b.op, err)
+	}
+	return n, err
 }

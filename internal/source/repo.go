@@ -4,19 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
-	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/config"
-	"github.com/go-git/go-git/v5/plumbing"
 	"go.uber.org/zap"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 )
+
+// configGit is what Repo needs of git; gitcache.ConfigRepo is the one
+// implementation, so that go-git stays in gitcache.
+type configGit interface {
+	// Fetch updates the clone of a remote repository; nothing for a
+	// local one.
+	Fetch(ctx context.Context) error
+	// Head is the branch's commit in the local repository or the clone.
+	Head(ctx context.Context) (string, error)
+	// RemoteHead asks the remote where the branch points.
+	RemoteHead(ctx context.Context) (string, error)
+	// ReadFile reads a file of a commit, at most limit bytes.
+	ReadFile(ctx context.Context, sha, path string, limit int64) ([]byte, error)
+}
+
+var _ configGit = (*gitcache.ConfigRepo)(nil)
 
 // Repo is a desired file committed to a git repository. Only committed
 // content deploys: the file is read from the tip commit of the branch,
@@ -44,55 +57,21 @@ func (r *Repo) Local() bool {
 
 func (r *Repo) localPath() string { return r.URL }
 
-func (r *Repo) open() (*git.Repository, error) {
-	if r.Local() {
-		repo, err := git.PlainOpenWithOptions(r.localPath(), &git.PlainOpenOptions{DetectDotGit: false})
-		if err != nil {
-			return nil, fmt.Errorf("config repo %s: %w", r.URL, err)
-		}
-		return repo, nil
-	}
-	repo, err := git.PlainOpen(r.CacheDir)
-	if errors.Is(err, git.ErrRepositoryNotExists) {
-		return nil, errNotFetched
-	}
-	if err != nil {
-		return nil, fmt.Errorf("config cache %s: %w", r.CacheDir, err)
-	}
-	return repo, nil
+func (r *Repo) git() configGit {
+	return &gitcache.ConfigRepo{URL: r.URL, Branch: r.Branch, CacheDir: r.CacheDir, Local: r.Local()}
 }
-
-var errNotFetched = errors.New("config repository not fetched yet")
 
 // Load reads the file at the tip of the branch.
 func (r *Repo) Load(ctx context.Context) (*Snapshot, error) {
-	if !r.Local() {
-		if err := r.fetch(ctx); err != nil {
-			return nil, err
-		}
+	g := r.git()
+	if err := g.Fetch(ctx); err != nil {
+		return nil, err
 	}
-	repo, err := r.open()
+	sha, err := g.Head(ctx)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := repo.Reference(plumbing.NewBranchReferenceName(r.Branch), true)
-	if err != nil {
-		return nil, fmt.Errorf("config repo %s: branch %s: %w", r.URL, r.Branch, err)
-	}
-	commit, err := repo.CommitObject(ref.Hash())
-	if err != nil {
-		return nil, fmt.Errorf("config repo %s: commit %s: %w", r.URL, ref.Hash(), err)
-	}
-	f, err := commit.File(r.Path)
-	if err != nil {
-		return nil, fmt.Errorf("config repo %s at %s: %s: %w", r.URL, ref.Hash().String()[:8], r.Path, errNoFile)
-	}
-	rd, err := f.Reader()
-	if err != nil {
-		return nil, err
-	}
-	defer rd.Close()
-	b, err := io.ReadAll(io.LimitReader(rd, desired.MaxFileSize+1))
+	b, err := g.ReadFile(ctx, sha, r.Path, desired.MaxFileSize+1)
 	if err != nil {
 		return nil, err
 	}
@@ -100,103 +79,95 @@ func (r *Repo) Load(ctx context.Context) (*Snapshot, error) {
 	if !r.Local() {
 		dir = filepath.Dir(filepath.Join(r.CacheDir, r.Path))
 	}
-	sha := ref.Hash().String()
-	return &Snapshot{Data: b, Name: fmt.Sprintf("%s@%s:%s", r.URL, sha[:8], r.Path), Rev: sha, Commit: sha, Dir: dir}, nil
-}
-
-var configRefSpec = config.RefSpec("+refs/heads/*:refs/heads/*")
-
-// fetch brings the remote's branch into the cache when it moved: the
-// remote's refs are compared first, so a poll that finds nothing new
-// fetches nothing.
-func (r *Repo) fetch(ctx context.Context) error {
-	repo, err := r.open()
-	if errors.Is(err, errNotFetched) {
-		if err := os.MkdirAll(filepath.Dir(r.CacheDir), 0o755); err != nil {
-			return err
-		}
-		repo, err = git.PlainInit(r.CacheDir, true)
-		if err == nil {
-			_, err = repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{r.URL}, Fetch: []config.RefSpec{configRefSpec}})
-		}
-	}
-	if err != nil {
-		return err
-	}
-	remote, err := r.remoteHead(ctx)
-	if err != nil {
-		return err
-	}
-	if local, err := repo.Reference(plumbing.NewBranchReferenceName(r.Branch), true); err == nil && local.Hash().String() == remote {
-		return nil
-	}
-	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{configRefSpec}, Force: true, Tags: git.NoTags})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return fmt.Errorf("fetch config repo %s: %w", r.URL, err)
-	}
-	return nil
-}
-
-func (r *Repo) remoteHead(ctx context.Context) (string, error) {
-	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{r.URL}})
-	refs, err := rem.ListContext(ctx, &git.ListOptions{})
-	if err != nil {
-		return "", fmt.Errorf("list refs of config repo %s: %w", r.URL, err)
-	}
-	for _, ref := range refs {
-		if ref.Name() == plumbing.NewBranchReferenceName(r.Branch) {
-			return ref.Hash().String(), nil
-		}
-	}
-	return "", fmt.Errorf("config repo %s has no branch %s", r.URL, r.Branch)
+	return &Snapshot{Data: b, Name: fmt.Sprintf("%s@%s:%s", gitcache.Redact(r.URL), sha[:8], r.Path), Rev: sha, Commit: sha, Dir: dir}, nil
 }
 
 // Watch reports commits: a local repository's refs are watched with
 // fsnotify, so a commit is seen at once; a remote one is polled, cheaply
 // (its branch is compared before anything is fetched).
+//
+// A local repository is followed by its path, not by the folders that
+// hold it today: deleted and created again (rm -rf; git init), its new
+// folders are watched as they appear, from the parent folder on.
 func (r *Repo) Watch(ctx context.Context, changed func(string)) error {
 	if !r.Local() {
 		return r.poll(ctx, changed)
 	}
-	gitDir := filepath.Join(r.localPath(), ".git")
-	if fi, err := os.Stat(gitDir); err != nil || !fi.IsDir() {
-		gitDir = r.localPath() // a bare repository
+	path, err := filepath.Abs(r.localPath())
+	if err != nil {
+		return err
+	}
+	parent := filepath.Dir(path)
+	gitDir := func() string {
+		if fi, err := os.Stat(filepath.Join(path, ".git")); err == nil && fi.IsDir() {
+			return filepath.Join(path, ".git")
+		}
+		return path // a bare repository, or none yet
 	}
 	// A commit rewrites refs/heads/<branch> (by rename), or packed-refs
-	// after a gc; a branch with slashes lives in a subfolder.
-	dirs := []string{gitDir, filepath.Join(gitDir, "refs", "heads")}
-	if i := strings.LastIndexByte(r.Branch, '/'); i > 0 {
-		dirs = append(dirs, filepath.Join(gitDir, "refs", "heads", r.Branch[:i]))
+	// after a gc; a branch with slashes lives in a subfolder. The parent
+	// and the repository's own folders are watched for their creation.
+	dirs := func() []string {
+		g := gitDir()
+		ds := []string{parent, path}
+		if g != path {
+			ds = append(ds, g)
+		}
+		heads := filepath.Join(g, "refs", "heads")
+		ds = append(ds, filepath.Join(g, "refs"), heads)
+		for i, b := 0, r.Branch; ; {
+			j := strings.IndexByte(b[i:], '/')
+			if j < 0 {
+				break
+			}
+			ds = append(ds, filepath.Join(heads, b[:i+j]))
+			i += j + 1
+		}
+		return ds
 	}
 	interesting := func(name string) bool {
-		return name == filepath.Base(r.Branch) || name == "packed-refs" || name == "HEAD"
+		switch filepath.Dir(name) {
+		case parent:
+			return name == path
+		case path:
+			return gitDir() == path || filepath.Base(name) == ".git"
+		}
+		return true
 	}
-	return watchDirs(ctx, r.Log, dirs, interesting, r.head, func() { changed("commit") })
+	present := func() bool {
+		_, err := os.Stat(filepath.Join(gitDir(), "HEAD"))
+		return err == nil
+	}
+	w := watcher{log: r.Log, what: path, dirs: dirs, interesting: interesting, present: present,
+		rev: func() string { return r.head(ctx) }, changed: func() { changed("commit") }}
+	return w.run(ctx)
 }
 
-func (r *Repo) head() string {
-	repo, err := r.open()
+// head is the branch's commit, "" while it can't be read (no repository,
+// or no commit on the branch yet).
+func (r *Repo) head(ctx context.Context) string {
+	sha, err := r.git().Head(ctx)
 	if err != nil {
 		return ""
 	}
-	ref, err := repo.Reference(plumbing.NewBranchReferenceName(r.Branch), true)
-	if err != nil {
-		return ""
-	}
-	return ref.Hash().String()
+	return sha
 }
 
 func (r *Repo) poll(ctx context.Context, changed func(string)) error {
 	t := time.NewTicker(r.Poll)
 	defer t.Stop()
-	last := r.head()
+	g := r.git()
+	last := r.head(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			remote, err := r.remoteHead(ctx)
+			remote, err := g.RemoteHead(ctx)
 			if err != nil {
+				if errors.Is(err, context.Canceled) {
+					return nil
+				}
 				r.Log.Warn("config repo poll failed", zap.Error(err))
 				continue
 			}

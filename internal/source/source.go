@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -90,25 +92,57 @@ func (f *File) Watch(ctx context.Context, changed func(string)) error {
 		return "missing"
 	}
 	// The file itself, or a symlink swap (..data) in a config mount.
-	interesting := func(name string) bool { return name == base || name == "..data" }
-	return watchDirs(ctx, f.Log, []string{dir}, interesting, rev, func() { changed("file") })
+	interesting := func(name string) bool { b := filepath.Base(name); return b == base || b == "..data" }
+	w := watcher{log: f.Log, what: dir, dirs: func() []string { return []string{dir} }, interesting: interesting,
+		rev: rev, changed: func() { changed("file") }}
+	return w.run(ctx)
 }
 
-// watchDirs is the one fsnotify loop of the sources: an event on an
-// interesting name starts the debounce timer; when it fires, rev is
+// watcher is the one fsnotify loop of the sources: an event on an
+// interesting path starts the debounce timer; when it fires, the watches
+// are brought in line with dirs (folders deleted and created again are
+// watched anew: a watch follows an inode, not a path), then rev is
 // compared with the last one seen and changed called if they differ.
-func watchDirs(ctx context.Context, log *zap.Logger, dirs []string, interesting func(name string) bool, rev func() string, changed func()) error {
+type watcher struct {
+	log  *zap.Logger
+	what string // for the logs: the file's folder or the repository
+	// dirs are the folders to watch now; those that do not exist are
+	// watched once they do.
+	dirs        func() []string
+	interesting func(path string) bool
+	// present reports whether what is watched exists; nil for always.
+	// Its changes are logged.
+	present func() bool
+	// rev identifies the current version; "" means none can be read
+	// now, which is not reported as a change.
+	rev     func() string
+	changed func()
+
+	added map[string]bool // the folders sync watched
+}
+
+func (wt *watcher) run(ctx context.Context) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watch: %w", err)
 	}
 	defer w.Close()
-	for _, d := range dirs {
-		if err := w.Add(d); err != nil {
-			return fmt.Errorf("watch %s: %w", d, err)
-		}
+	wt.added = make(map[string]bool)
+	ds := wt.dirs()
+	// The first folder must be there to start: the file's folder, or
+	// the parent of the repository.
+	if err := w.Add(ds[0]); err != nil {
+		return fmt.Errorf("watch %s: %w", ds[0], err)
 	}
-	last := rev()
+	wt.added[ds[0]] = true
+	wt.sync(w)
+	// lost: a watched folder went away, and what is watched has not
+	// been seen whole since.
+	lost := wt.present != nil && !wt.present()
+	if lost {
+		wt.log.Warn("watched path is missing; waiting for it to be created", zap.String("path", wt.what))
+	}
+	last := wt.rev()
 	var timer <-chan time.Time
 	for {
 		select {
@@ -118,22 +152,69 @@ func watchDirs(ctx context.Context, log *zap.Logger, dirs []string, interesting 
 			if !ok {
 				return nil
 			}
-			if interesting(filepath.Base(ev.Name)) {
+			if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+				// A watched folder deleted or moved away: its
+				// watch is stale; sync adds the path again once it
+				// exists.
+				// fsnotify may have dropped the watch already
+				// (IN_DELETE_SELF): ask which were added.
+				dropped := false
+				for d := range wt.added {
+					if d == ev.Name || strings.HasPrefix(d, ev.Name+string(filepath.Separator)) {
+						w.Remove(d)
+						delete(wt.added, d)
+						dropped = true
+					}
+				}
+				if dropped && !lost {
+					lost = true
+					wt.log.Warn("watched path vanished; waiting for it to be created again", zap.String("path", wt.what), zap.String("removed", ev.Name))
+				}
+			}
+			if wt.interesting(ev.Name) {
 				timer = time.After(debounce)
 			}
 		case err, ok := <-w.Errors:
 			if !ok {
 				return nil
 			}
-			log.Warn("watch error", zap.Strings("dirs", dirs), zap.Error(err))
+			wt.log.Warn("watch error", zap.String("path", wt.what), zap.Error(err))
 		case <-timer:
 			timer = nil
-			if r := rev(); r != last {
+			wt.sync(w)
+			if lost && (wt.present == nil || wt.present()) {
+				lost = false
+				wt.log.Info("watched path is back; watching it again", zap.String("path", wt.what))
+			}
+			if r := wt.rev(); r != "" && r != last {
 				last = r
-				changed()
+				wt.changed()
 			}
 		}
 	}
 }
 
-var errNoFile = errors.New("no such file in the commit")
+// sync watches the folders of dirs that exist and are not watched yet.
+// Watches of folders that went away were dropped by fsnotify or by the
+// event loop.
+func (wt *watcher) sync(w *fsnotify.Watcher) {
+	watched := make(map[string]bool)
+	for _, d := range w.WatchList() {
+		watched[d] = true
+	}
+	for _, d := range wt.dirs() {
+		if watched[d] {
+			continue
+		}
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		err := w.Add(d)
+		switch {
+		case err == nil:
+			wt.added[d] = true
+		case !errors.Is(err, fs.ErrNotExist):
+			wt.log.Warn("watch failed", zap.String("dir", d), zap.Error(err))
+		}
+	}
+}
