@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 // MaxFileSize bounds what Load and Parse read, so a wrong path (a log file, a
@@ -136,7 +138,7 @@ var (
 
 // reserved names cannot be the link: they are the reconciler's own entries
 // under root.
-var reserved = []string{"releases", "shared", "repo", ".reconciler"}
+var reserved = layout.Reserved
 
 func (p *parser) state(n *yaml.Node) *State {
 	s := &State{File: p.file, Link: DefaultLink, Keep: DefaultKeep}

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 func (p *parser) shared(n *yaml.Node, s *State) {
@@ -25,7 +27,7 @@ func (p *parser) shared(n *yaml.Node, s *State) {
 				continue
 			}
 			c := filepath.Clean(val)
-			if strings.SplitN(c, "/", 2)[0] == ".reconciler" {
+			if strings.SplitN(c, "/", 2)[0] == layout.RecordDirName {
 				p.fail(nodes[i], field, "%q is reserved for the reconciler's records", val)
 				continue
 			}

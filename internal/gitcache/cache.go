@@ -50,9 +50,6 @@ type Cache struct {
 	// Writers is how many goroutines write exported files; 0 means
 	// DefaultWriters.
 	Writers int
-	// Repaired is set when the last Fetch or Repair found the cache
-	// damaged and cloned it afresh: why.
-	Repaired string
 }
 
 // url is the remote for messages: never with its password.
@@ -299,7 +296,6 @@ func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, cause err
 	if err := c.clone(ctx, auth); err != nil {
 		return fmt.Errorf("re-clone the damaged cache (%v): %w", cause, err)
 	}
-	c.Repaired = cause.Error()
 	return nil
 }
 
