@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -375,15 +376,19 @@ func TestDjangoStack(t *testing.T) {
 	if r := s.reconciler("plan", "--detailed-exitcode"); r.code != 2 {
 		t.Fatalf("plan: %d\n%s", r.code, r.stdout)
 	}
-	// The program is stopped before the first deploy: reload has nothing
-	// to signal, so the first apply starts it with a restart.
-	s.desired("v1", "broken_brackets-web", "restart")
+	// The program is stopped before the first deploy (autostart=false):
+	// status says so, and the example's reload starts it.
+	if st := s.reconciler("status"); !strings.Contains(st.stdout, "  web  not running (supervisor: STOPPED)\n") {
+		t.Errorf("status before the first deploy:\n%s", st.stdout)
+	}
 	s.mustApply()
+	if st := s.reconciler("status"); !regexp.MustCompile(`\n  web  pid [0-9]+, [0-9]+ processes, running from [0-9TZ]+-[0-9a-f]{8}\n`).MatchString(st.stdout) {
+		t.Errorf("status after the first deploy:\n%s", st.stdout)
+	}
 	s.wantPage("broken_brackets v1: seeded by 0001")
 	if code, body := s.get("/static/shop/site.css"); code != 200 || !strings.Contains(body, "font-family") {
 		t.Fatalf("static file: %d %q", code, body)
 	}
-	s.desired("v1", "broken_brackets-web", "reload")
 	if r := s.reconciler("apply"); r.code != 0 || !strings.Contains(r.stdout, "No changes.") {
 		t.Fatalf("converged apply: %d\n%s", r.code, r.stdout)
 	}
@@ -451,7 +456,7 @@ func TestDjangoStack(t *testing.T) {
 // failed requests and responses from the wrong version after a switch.
 func TestZeroDowntime(t *testing.T) {
 	s := newStack(t)
-	s.desired("v1", "broken_brackets-web", "restart")
+	s.desired("v1", "broken_brackets-web", "reload") // the first reload starts the program
 	s.mustApply()
 	s.desired("v2", "broken_brackets-web", "restart")
 	s.mustApply()

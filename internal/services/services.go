@@ -5,7 +5,6 @@ package services
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -20,22 +19,30 @@ func Script(s desired.Service) (string, error) {
 		}
 		return s.Restart, nil
 	case desired.ManagerSystemd:
-		return "systemctl " + s.Action + " " + Quote(s.Unit), nil
-	case desired.ManagerSupervisor:
-		args := supervisorctl(s)
-		// supervisorctl has no reload of one program; "signal HUP" is
-		// what a graceful reload of gunicorn or puma needs.
-		want := ": started"
+		// reload-or-restart reloads a running unit and starts a stopped
+		// one: a reload on the first deploy must start the service.
+		verb := "restart"
 		if s.Action == desired.ActionReload {
-			args = append(args, "signal", "HUP", Quote(s.Program))
-			want = ": signalled"
-		} else {
-			args = append(args, "restart", Quote(s.Program))
+			verb = "reload-or-restart"
 		}
+		return "systemctl " + verb + " " + Quote(s.Unit), nil
+	case desired.ManagerSupervisor:
+		ctl := strings.Join(supervisorctl(s), " ")
+		prog := Quote(s.Program)
 		// supervisorctl's exit status is not reliable across versions, and
 		// restarting a stopped program prints "ERROR (not running)" before
 		// "started": success is the word it prints when it did the job.
-		return fmt.Sprintf("out=$(%s 2>&1); printf '%%s\\n' \"$out\"; case \"$out\" in *%q*) exit 0;; esac; exit 1", strings.Join(args, " "), want), nil
+		judge := `printf '%s\n' "$out"; case "$out" in *"$want"*) exit 0;; esac; exit 1`
+		if s.Action != desired.ActionReload {
+			return fmt.Sprintf("out=$(%s restart %s 2>&1); want=': started'; %s", ctl, prog, judge), nil
+		}
+		// supervisorctl has no reload of one program; "signal HUP" is what
+		// a graceful reload of gunicorn or puma needs. A program that is
+		// not running (the first deploy: autostart=false) has nothing to
+		// signal, and "signal" fails with "not running": start it instead.
+		// STARTING counts as running: it has a process, and "start" would
+		// fail with "already started".
+		return fmt.Sprintf(`case " $(%[1]s status %[2]s 2>&1) " in *" RUNNING "*|*" STARTING "*) out=$(%[1]s signal HUP %[2]s 2>&1); want=': signalled';; *) out=$(%[1]s start %[2]s 2>&1); want=': started';; esac; %[3]s`, ctl, prog, judge), nil
 	}
 	return "", fmt.Errorf("service %s: unknown manager %q", s.Name, s.Manager)
 }
@@ -82,15 +89,36 @@ func PIDScript(s desired.Service) string {
 // HasPID reports whether the reconciler can find the service's processes.
 func HasPID(s desired.Service) bool { return s.PIDFile != "" || PIDScript(s) != "" }
 
-// ParsePID reads a PID as a pidfile or a manager prints it.
-func ParsePID(out string) (int, error) {
-	f := strings.Fields(out)
-	if len(f) == 0 {
-		return 0, fmt.Errorf("no pid")
+// StateScript returns the shell command that prints the state the
+// service's manager gives it (supervisor: STOPPED, FATAL; systemd:
+// inactive, failed), or "" when its manager has none.
+func StateScript(s desired.Service) string {
+	switch s.Manager {
+	case desired.ManagerSystemd:
+		return "systemctl show -p ActiveState --value " + Quote(s.Unit)
+	case desired.ManagerSupervisor:
+		return strings.Join(append(supervisorctl(s), "status", Quote(s.Program)), " ")
 	}
-	pid, err := strconv.Atoi(f[len(f)-1])
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("not a pid: %q", strings.TrimSpace(out))
+	return ""
+}
+
+// ParseState reads what StateScript printed: the state as the manager
+// names it, or "" when the output holds none (an error message).
+func ParseState(s desired.Service, out string) string {
+	word := func(w string, lo, hi rune) bool {
+		return w != "" && strings.IndexFunc(w, func(r rune) bool { return (r < lo || r > hi) && r != '-' && r != '_' }) < 0
 	}
-	return pid, nil
+	switch s.Manager {
+	case desired.ManagerSystemd:
+		if w := strings.TrimSpace(out); word(w, 'a', 'z') {
+			return w
+		}
+	case desired.ManagerSupervisor:
+		// "web   STOPPED   Not started": the program, then its state.
+		line, _, _ := strings.Cut(out, "\n")
+		if f := strings.Fields(line); len(f) >= 2 && (f[0] == s.Program || strings.HasSuffix(s.Program, ":*") && strings.HasPrefix(f[0], strings.TrimSuffix(s.Program, "*"))) && word(f[1], 'A', 'Z') {
+			return f[1]
+		}
+	}
+	return ""
 }

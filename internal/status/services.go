@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -19,60 +16,39 @@ type Service struct {
 	Name     string   `json:"name"`
 	PID      int      `json:"pid,omitempty"`
 	Procs    int      `json:"processes,omitempty"` // the main process and its descendants
-	Releases []string `json:"releases,omitempty"`  // the releases they run from
+	Releases []string `json:"releases,omitempty"`  // the releases they run from, and the directories outside releases/
 	Note     string   `json:"note,omitempty"`      // why nothing is known
 }
 
 // ObserveServices finds each service's processes and the releases they run
-// from. It only reads: a pidfile, /proc, and the manager's pid query.
+// from, as procs.Where says. It only reads: a pidfile, /proc, and the
+// manager's pid query.
 func ObserveServices(ctx context.Context, d *desired.State, r *runner.Runner) []Service {
-	l := layout.New(d.Root, d.Link)
-	releases := l.ReleasesDir()
-	if real, err := filepath.EvalSymlinks(releases); err == nil {
-		releases = real
-	}
+	releases := layout.New(d.Root, d.Link).ReleasesDir()
 	var out []Service
 	for _, svc := range d.Services {
 		s := Service{Name: svc.Name}
-		pid, note := mainPID(ctx, d, svc, r)
-		if pid == 0 {
-			s.Note = note
-			out = append(out, s)
-			continue
-		}
-		s.PID = pid
-		seen := map[string]bool{}
-		for _, p := range procs.Tree(pid) {
-			if !procs.Alive(p) {
-				continue
+		pl, err := procs.Where(ctx, r, svc, d.Root, os.Environ(), releases)
+		switch {
+		case errors.Is(err, procs.ErrNoPID):
+			s.Note = "no pidfile: processes unknown"
+		case errors.Is(err, procs.ErrNotRunning):
+			s.Note = err.Error() // "not running (supervisor: STOPPED)"
+		case err != nil:
+			s.Note = "processes unknown: " + err.Error()
+		default:
+			s.PID, s.Procs = pl.PID, len(pl.Procs)
+			s.Releases = pl.Releases()
+			// A process outside every release is shown by its directory.
+			seen := map[string]bool{}
+			for _, p := range pl.Procs {
+				if p.Release == "" && p.Cwd != "" && !seen[p.Cwd] {
+					seen[p.Cwd] = true
+					s.Releases = append(s.Releases, p.Cwd)
+				}
 			}
-			s.Procs++
-			cwd, err := procs.Cwd(p)
-			if err != nil {
-				continue
-			}
-			where := cwd
-			if rel, ok := strings.CutPrefix(cwd, releases+"/"); ok {
-				where, _, _ = strings.Cut(rel, "/")
-			}
-			seen[where] = true
 		}
-		for k := range seen {
-			s.Releases = append(s.Releases, k)
-		}
-		sort.Strings(s.Releases)
 		out = append(out, s)
 	}
 	return out
-}
-
-func mainPID(ctx context.Context, d *desired.State, svc desired.Service, r *runner.Runner) (int, string) {
-	pid, err := procs.MainPID(ctx, r, svc, d.Root, os.Environ())
-	switch {
-	case errors.Is(err, procs.ErrNoPID):
-		return 0, "no pidfile: processes unknown"
-	case err != nil:
-		return 0, "not running: " + firstLine(err.Error())
-	}
-	return pid, ""
 }
