@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -77,38 +76,23 @@ func round(d time.Duration) time.Duration {
 // code: the classic failure of a reload of an app server that resolved
 // the link once, at start. A process outside every release is not judged.
 func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service) error {
-	releases := e.l.ReleasesDir()
-	if real, err := filepath.EvalSymlinks(releases); err == nil {
-		releases = real
-	}
-	want := filepath.Join(releases, s.Release)
 	deadline := e.Now().Add(cwdTimeout)
 	var last string
 	for {
-		pid, err := procs.MainPID(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit))
+		pl, err := procs.Where(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit), e.l.ReleasesDir())
 		if err != nil {
 			last = fmt.Sprintf("service %s: no main process: %v", svc.Name, err)
+		} else if stale := pl.InOtherReleases(s.Release); len(stale) == 0 {
+			e.View.Note(s, fmt.Sprintf("passed %s runs from releases/%s (pid %d)", svc.Name, s.Release, pl.PID))
+			return nil
 		} else {
-			var stale []string
-			for _, pr := range procs.Tree(pid) {
-				cwd, err := procs.Cwd(pr)
-				if err != nil || !procs.Alive(pr) {
-					continue
-				}
-				cwd = strings.TrimSuffix(cwd, " (deleted)")
-				if cwd == want || strings.HasPrefix(cwd, want+"/") || !strings.HasPrefix(cwd, releases+"/") {
-					continue
-				}
-				rel, _ := filepath.Rel(releases, cwd)
-				stale = append(stale, fmt.Sprintf("pid %d in releases/%s", pr, strings.SplitN(rel, "/", 2)[0]))
-			}
-			if len(stale) == 0 {
-				e.View.Note(s, fmt.Sprintf("passed %s runs from releases/%s (pid %d)", svc.Name, s.Release, pid))
-				return nil
+			var where []string
+			for _, x := range stale {
+				where = append(where, fmt.Sprintf("pid %d in releases/%s", x.PID, x.Release))
 			}
 			last = fmt.Sprintf("service %s still runs from the old release after %s (%s), not from releases/%s: it serves the old code. "+
 				"Use action: restart, or a reload that re-executes from the link (gunicorn: start it with --chdir <root>/%s)",
-				svc.Name, svc.Action, strings.Join(stale, ", "), s.Release, p.Link)
+				svc.Name, svc.Action, strings.Join(where, ", "), s.Release, p.Link)
 		}
 		if e.Now().After(deadline) {
 			return errors.New(last)
