@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -19,8 +20,11 @@ import (
 	"github.com/robfig/cron/v3"
 	"go.uber.org/zap"
 
+	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/history"
+	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/source"
 )
 
@@ -39,6 +43,8 @@ type Options struct {
 	// Backoff bounds the retry delay after a transient failure.
 	BackoffMin, BackoffMax time.Duration
 	Metrics                *Metrics
+	// Now is the clock runs are timed with; time.Now when nil.
+	Now func() time.Time
 }
 
 // Run is what the daemon knows of a reconcile.
@@ -51,7 +57,10 @@ type Run struct {
 	Error        string    `json:"error,omitempty"`
 	ErrorKind    string    `json:"error_kind,omitempty"`
 	ConfigCommit string    `json:"config_commit,omitempty"`
-	Release      string    `json:"release,omitempty"`
+	Release      string    `json:"release,omitempty"` // the release the run aimed at
+	// Linked is the release the link points at after the run, read from
+	// the host: after a revert it is not Release.
+	Linked string `json:"linked,omitempty"`
 }
 
 // Daemon reconciles until its context is done.
@@ -64,8 +73,11 @@ type Daemon struct {
 	reasons map[string]bool // triggers of the pending run
 	last    *Run
 	good    *desired.State // the last valid desired state
-	goodRev string
-	running bool
+	// succeeded is set once a run has left the host at its target.
+	succeeded bool
+	// blocked says why the desired target is blocked — it failed and a
+	// person must act — or is "" when it is not.
+	blocked string
 
 	cron      *cron.Cron
 	cronSpec  string
@@ -90,6 +102,9 @@ func New(opts Options) *Daemon {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
 	return &Daemon{opts: opts, log: opts.Log, wake: make(chan struct{}, 1), reasons: map[string]bool{},
 		cron: cron.New(cron.WithParser(desired.CronParser))}
@@ -125,12 +140,19 @@ func (d *Daemon) Desired() *desired.State {
 	return d.good
 }
 
-// Ready reports whether the daemon has a valid desired state and finished
-// a run.
-func (d *Daemon) Ready() bool {
+// Ready reports whether the host is where the desired state wants it, as
+// far as the daemon can vouch: a run has succeeded and the target is not
+// blocked. When it is not, why says so in one line.
+func (d *Daemon) Ready() (ok bool, why string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.good != nil && d.last != nil
+	switch {
+	case d.blocked != "":
+		return false, d.blocked
+	case !d.succeeded:
+		return false, "no successful reconcile yet"
+	}
+	return true, ""
 }
 
 // Run reconciles at startup and on every trigger until ctx is done. Then it
@@ -209,17 +231,27 @@ const (
 )
 
 func (d *Daemon) reconcile(ctx context.Context, trigger string) {
-	run := &Run{ID: newRunID(), Trigger: trigger, Started: time.Now().UTC()}
+	run := &Run{ID: newRunID(), Trigger: trigger, Started: d.opts.Now().UTC()}
 	log := d.log.With(zap.String("run_id", run.ID), zap.String("trigger", trigger))
-	d.mu.Lock()
-	d.running = true
-	d.mu.Unlock()
+	// What the run leaves for readiness: blocked is set by a terminal
+	// failure, succeeded (which clears blocked) by a successful run;
+	// any other outcome leaves both as they were.
+	var blocked string
+	var succeeded, inSync bool
 	defer func() {
-		run.Duration = time.Since(run.Started).Seconds()
+		run.Duration = d.opts.Now().Sub(run.Started).Seconds()
+		// Metrics first: whoever sees the run in Last sees it counted.
+		m := d.opts.Metrics
+		m.observe(run)
 		d.mu.Lock()
-		d.last, d.running = run, false
+		if succeeded {
+			d.succeeded, d.blocked = true, ""
+		} else if blocked != "" {
+			d.blocked = blocked
+		}
+		m.state(d.blocked != "", inSync)
+		d.last = run
 		d.mu.Unlock()
-		d.opts.Metrics.observe(run)
 		log.Info("run done", zap.String("result", run.Result), zap.Float64("duration_s", run.Duration), zap.String("error_kind", run.ErrorKind))
 	}()
 	fail := func(kind string, err error) {
@@ -230,7 +262,12 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 		default:
 			d.resetBackoff()
 		}
-		log.Error("run failed", zap.String("error_kind", kind), zap.Error(err))
+		fields := []zap.Field{zap.String("error_kind", kind), zap.Error(err)}
+		var pe *panicError
+		if errors.As(err, &pe) {
+			fields = append(fields, zap.ByteString("stack", pe.stack))
+		}
+		log.Error("run failed", fields...)
 	}
 
 	snap, err := d.opts.Source.Load(ctx)
@@ -239,15 +276,25 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 		return
 	}
 	run.ConfigCommit = snap.Commit
-	state, err := desired.ParseAt(bytes.NewReader(snap.Data), snap.Name, snap.Dir)
-	if err != nil {
+	var state *desired.State
+	err = safely("parse "+snap.Name, func() (err error) {
+		state, err = desired.ParseAt(bytes.NewReader(snap.Data), snap.Name, snap.Dir)
+		return err
+	})
+	var pe *panicError
+	switch {
+	case errors.As(err, &pe):
+		blocked = "the desired state could not be read: " + oneLine(err)
+		fail(KindTerminal, err)
+		return
+	case err != nil:
 		// A bad desired file never stops the daemon and never touches
 		// the host: the last good state stays, for status and schedule.
 		fail(KindBadDesired, err)
 		return
 	}
 	d.mu.Lock()
-	d.good, d.goodRev = state, snap.Rev
+	d.good = state
 	d.mu.Unlock()
 	d.setSchedule(state, log)
 	log = log.With(zap.String("commit", state.Source.Commit))
@@ -257,28 +304,107 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	log.Info("apply started")
 	runCtx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
-	res, err := d.opts.Apply(runCtx, state, snap, trigger, log)
+	var res *apply.Result
+	err = safely("apply", func() (err error) {
+		res, err = d.opts.Apply(runCtx, state, snap, trigger, log)
+		return err
+	})
 	if res != nil {
 		run.Release = res.Release
-		d.opts.Metrics.release(res)
+	}
+	host := d.observe(ctx, state, log)
+	if host != nil {
+		run.Linked = host.Link.Release
 	}
 	if err != nil {
 		var ae *apply.Error
 		var be *apply.BlockedError
 		switch {
+		case errors.As(err, &pe):
+			blocked = "the last run panicked: " + oneLine(err)
+			fail(KindTerminal, err)
 		case errors.As(err, &be):
+			blocked = fmt.Sprintf("target release %s failed at step %s; blocked", be.Release, be.Step)
 			fail(KindTerminal, err)
 		case errors.As(err, &ae) && ae.Kind == apply.RetryLater:
 			fail(KindTransient, err)
 		case ctx.Err() != nil:
 			fail(KindTransient, err) // shutdown: the next start resumes
-		default:
+		default: // apply.NeedsPerson, or an error no one classified
+			blocked = blockedReason(err, res, host)
 			fail(KindTerminal, err)
 		}
 		return
 	}
-	run.Result = res.Result
+	if res != nil {
+		run.Result = res.Result
+	}
+	succeeded = true
+	inSync = run.Result == history.ResultOK || run.Result == history.ResultNoop
 	d.resetBackoff()
+}
+
+// observe reads the host after a run, without git, and publishes the
+// release the link points at: after a revert that is the last good
+// release, not the target apply aimed at. It returns nil when the host
+// can't be read; the metric then keeps its last value.
+func (d *Daemon) observe(ctx context.Context, state *desired.State, log *zap.Logger) *actual.State {
+	var host *actual.State
+	err := safely("observe", func() (err error) {
+		host, err = actual.Observe(ctx, state, nil)
+		return err
+	})
+	if err != nil {
+		log.Warn("host not observed after the run", zap.Error(err))
+		return nil
+	}
+	commit := ""
+	if r := host.Release(host.Link.Release); r != nil && r.Record != nil {
+		commit = r.Record.Commit
+	}
+	d.opts.Metrics.release(host.Link.Release, commit)
+	return host
+}
+
+// blockedReason says in one line why a failed target blocks: from the
+// target's record when the run left it recorded failed.
+func blockedReason(err error, res *apply.Result, host *actual.State) string {
+	if res != nil && host != nil {
+		if r := host.Release(res.Release); r != nil && r.Record != nil && r.Record.State == record.Failed && r.Record.Failure != nil {
+			return fmt.Sprintf("target release %s failed at step %s; blocked", r.Name, r.Record.Failure.Step)
+		}
+	}
+	var ae *apply.Error
+	if errors.As(err, &ae) && ae.Step != "" && res != nil && res.Release != "" {
+		return fmt.Sprintf("target release %s failed at step %s; blocked", res.Release, ae.Step)
+	}
+	return "target blocked: " + oneLine(err)
+}
+
+func oneLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
+}
+
+// panicError is a panic in something a run called, caught so that it
+// fails the run instead of stopping the daemon.
+type panicError struct {
+	what  string
+	value any
+	stack []byte
+}
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic in %s: %v", e.what, e.value) }
+
+// safely calls f and turns a panic in it into a *panicError: a parser or
+// an apply that panics fails its run; the daemon keeps serving.
+func safely(what string, f func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &panicError{what: what, value: v, stack: debug.Stack()}
+		}
+	}()
+	return f()
 }
 
 // setSchedule arms the cron schedule: --schedule, else schedule: in the

@@ -16,8 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
-
-	"github.com/reconciler-dev/reconciler/internal/apply"
 )
 
 // Metrics are the daemon's Prometheus metrics, in their own registry.
@@ -28,6 +26,8 @@ type Metrics struct {
 	lastSuccess prometheus.Gauge
 	releaseInfo *prometheus.GaugeVec
 	failures    *prometheus.CounterVec
+	blocked     prometheus.Gauge
+	inSync      prometheus.Gauge
 }
 
 // NewMetrics registers the metrics.
@@ -41,11 +41,15 @@ func NewMetrics() *Metrics {
 		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_last_success_timestamp_seconds",
 			Help: "When a run last succeeded, as a Unix time."}),
 		releaseInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reconciler_release_info",
-			Help: "The release the link points at after the last run (value 1)."}, []string{"release", "commit"}),
+			Help: "The release the link points at after the last run, read from the host (value 1)."}, []string{"release", "commit"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reconciler_failures_total",
 			Help: "Failed runs by kind: bad-desired, transient, terminal."}, []string{"kind"}),
+		blocked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_target_blocked",
+			Help: "1 while the desired target failed and waits for a person (a new commit, a fixed build, apply --retry)."}),
+		inSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_in_sync",
+			Help: "1 when the last run left the host at the desired target."}),
 	}
-	m.Registry.MustRegister(m.runs, m.duration, m.lastSuccess, m.releaseInfo, m.failures,
+	m.Registry.MustRegister(m.runs, m.duration, m.lastSuccess, m.releaseInfo, m.failures, m.blocked, m.inSync,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -62,12 +66,25 @@ func (m *Metrics) observe(r *Run) {
 	}
 }
 
-func (m *Metrics) release(res *apply.Result) {
-	if res.Release == "" || res.Plan == nil {
-		return
-	}
+// release names the release the link points at; one series at most, so
+// the labels' cardinality stays bounded. No link, no series.
+func (m *Metrics) release(name, commit string) {
 	m.releaseInfo.Reset()
-	m.releaseInfo.WithLabelValues(res.Release, res.Plan.Commit).Set(1)
+	if name != "" {
+		m.releaseInfo.WithLabelValues(name, commit).Set(1)
+	}
+}
+
+func (m *Metrics) state(blocked, inSync bool) {
+	m.blocked.Set(b2f(blocked))
+	m.inSync.Set(b2f(inSync))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Server is the daemon's HTTP interface.
@@ -88,8 +105,10 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.Daemon.Ready() {
-			http.Error(w, "not ready: no valid desired state reconciled yet", http.StatusServiceUnavailable)
+		// Not ready is a state, not a failure of the server: 503 with the
+		// reason in one line, for a load balancer or a person with curl.
+		if ok, why := s.Daemon.Ready(); !ok {
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		io.WriteString(w, "ready\n")
