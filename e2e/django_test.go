@@ -417,7 +417,7 @@ func TestDjangoStack(t *testing.T) {
 	s.desired("v3", "broken_brackets-web", "reload")
 	r = s.reconciler("apply")
 	if r.code != 1 || !strings.Contains(r.stderr, "failed after the switch: health check") || !strings.Contains(r.stderr, "status 500") ||
-		!strings.Contains(r.stderr, "which passes its health check") {
+		!strings.Contains(r.stderr, "which serves") {
 		t.Fatalf("apply v3: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	s.wantPage("broken_brackets v1: updated by 0002")
