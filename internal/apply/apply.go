@@ -123,10 +123,8 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	}
 	e := &executor{Options: opts, l: layout.New(d.Root, d.Link), id: newID(opts.Now())}
 	e.log = opts.Log.With(zap.String("apply_id", e.id))
-	for _, dir := range []string{d.Root, e.l.StateDir(), e.l.ReleasesDir()} {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, classify("", fmt.Errorf("create %s: %w", dir, err))
-		}
+	if err := e.checkDirs(); err != nil {
+		return nil, classify("", err)
 	}
 	lk, err := lock.Acquire(ctx, e.l.LockFile(), opts.LockTimeout)
 	if err != nil {
@@ -155,6 +153,27 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	e.log.Info("apply done", zap.String("result", e.res.Result), zap.Duration("elapsed", opts.Now().Sub(start)))
 	e.View.Done(e.res, err)
 	return e.res, err
+}
+
+// checkDirs makes the directories an apply writes in and checks each, and
+// those it may write in later, without following a symlink: a real
+// directory, owned by the running user or root, writable by no one else
+// (see fsx.CheckDir). The state directory holds records and history: 0700.
+func (e *executor) checkDirs() error {
+	for _, dir := range []struct {
+		path string
+		perm os.FileMode
+	}{{e.l.Root, 0o755}, {e.l.StateDir(), 0o700}, {e.l.ReleasesDir(), 0o755}} {
+		if err := fsx.EnsureDir(dir.path, dir.perm); err != nil {
+			return fmt.Errorf("create %s: %w", dir.path, err)
+		}
+	}
+	for _, dir := range []string{e.l.TmpDir(), e.l.RepoDir(), e.l.SharedDir()} {
+		if err := fsx.CheckDirIfExists(dir); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func resultOf(res *Result, err error) string {

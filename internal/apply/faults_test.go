@@ -185,7 +185,7 @@ func TestStepFaults(t *testing.T) {
 // for apply --retry once there is room.
 func TestDiskFullDuringExport(t *testing.T) {
 	h := newHost(t)
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", h.root).CombinedOutput()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", h.root).CombinedOutput()
 	if err != nil {
 		t.Skipf("cannot mount a small tmpfs here (%v: %s); the disk-full fault is not exercised", err, strings.TrimSpace(string(out)))
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"go.uber.org/zap"
 
@@ -91,8 +92,16 @@ func (e *executor) create(s plan.Step) error {
 	if _, err := os.Lstat(e.l.ReleaseDir(s.Release)); err == nil {
 		return fmt.Errorf("releases/%s exists already", s.Release)
 	}
+	if err := fsx.EnsureDir(e.l.TmpDir(), 0o700); err != nil {
+		return err
+	}
 	stage := filepath.Join(e.l.TmpDir(), s.Release)
-	if err := os.MkdirAll(filepath.Join(stage, layout.RecordDirName, "logs"), 0o755); err != nil {
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return err
+	}
+	// The record directory is the reconciler's alone, even when a build
+	// step runs as another user (run_as).
+	if err := os.MkdirAll(filepath.Join(stage, layout.RecordDirName, "logs"), 0o700); err != nil {
 		return err
 	}
 	rec := &record.Release{Name: s.Release, App: e.Desired.App, Commit: s.Commit, Fingerprint: s.Fingerprint,
@@ -282,8 +291,9 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 			return err
 		}
 		// A retried step starts a fresh log; the failed attempt's output
-		// is in the history's record of it.
-		f, err := os.Create(logPath)
+		// is in the history's record of it. Output may hold secrets: the
+		// log is the reconciler's alone.
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 		if err != nil {
 			return err
 		}
@@ -325,7 +335,7 @@ func (e *executor) prune(s plan.Step) error {
 		e.View.Note(s, fmt.Sprintf("skipped: %s in use by pid %s", s.Release, pidList(pids)))
 		return nil
 	}
-	if err := os.MkdirAll(e.l.TmpDir(), 0o755); err != nil {
+	if err := fsx.EnsureDir(e.l.TmpDir(), 0o700); err != nil {
 		return err
 	}
 	trash := filepath.Join(e.l.TmpDir(), "prune-"+s.Release)

@@ -25,10 +25,30 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/source"
 )
 
+// defaultStateDir is systemd's StateDirectory= when the unit sets it, else
+// /var/lib/reconciler.
+func defaultStateDir() string {
+	if d, _, _ := strings.Cut(os.Getenv("STATE_DIRECTORY"), ":"); d != "" {
+		return d
+	}
+	return "/var/lib/reconciler"
+}
+
+// configCacheDir is where a remote config repository is cloned: never a
+// temporary or per-user folder, where another local user could make it
+// first and choose what it fetches from.
+func (f *runFlags) configCacheDir() string {
+	if f.configCache != "" {
+		return f.configCache
+	}
+	sum := sha256.Sum256([]byte(f.configRepo))
+	return filepath.Join(f.stateDir, "config-"+hex.EncodeToString(sum[:6]))
+}
+
 type runFlags struct {
-	configRepo, configPath, configBranch, configCache string
-	poll, grace, runTimeout                           time.Duration
-	schedule, listen, secretFile, logFormat           string
+	configRepo, configPath, configBranch, configCache, stateDir string
+	poll, grace, runTimeout                                     time.Duration
+	schedule, listen, secretFile, logFormat                     string
 }
 
 func runCmd(g *globals) *cobra.Command {
@@ -48,7 +68,8 @@ running step finish within --grace.`,
 	fl.StringVar(&f.configRepo, "config-repo", "", "git repository (URL or local path) holding the desired file")
 	fl.StringVar(&f.configPath, "config-path", "", "path of the desired file in --config-repo")
 	fl.StringVar(&f.configBranch, "config-branch", "main", "branch of --config-repo to deploy")
-	fl.StringVar(&f.configCache, "config-cache", "", "where a remote --config-repo is cloned (default: the user cache folder)")
+	fl.StringVar(&f.configCache, "config-cache", "", "where a remote --config-repo is cloned (default: <state-dir>/config-<hash of the URL>)")
+	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "the daemon's own state (the config repository's clone): $STATE_DIRECTORY, else /var/lib/reconciler")
 	fl.DurationVar(&f.poll, "poll", time.Minute, "how often a remote --config-repo is asked for new commits")
 	fl.StringVar(&f.schedule, "schedule", "", "cron spec overriding schedule: in desired.yaml")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9280", "HTTP address for /healthz /readyz /status /metrics /hooks/reconcile; \"\" for none")
@@ -69,6 +90,9 @@ func (f *runFlags) validate(cmd *cobra.Command) error {
 	}
 	if f.configRepo != "" && cmd.Flags().Changed("file") {
 		errs = append(errs, errors.New("-f and --config-repo are two sources; give one"))
+	}
+	if f.stateDir == "" || !filepath.IsAbs(f.stateDir) {
+		errs = append(errs, fmt.Errorf("--state-dir must be an absolute path, got %q", f.stateDir))
 	}
 	if f.configBranch != "" {
 		if err := desired.CheckRef(f.configBranch); err != nil {
@@ -125,15 +149,7 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 
 	var src source.Source
 	if f.configRepo != "" {
-		cacheDir := f.configCache
-		if cacheDir == "" {
-			base, err := os.UserCacheDir()
-			if err != nil {
-				base = os.TempDir()
-			}
-			sum := sha256.Sum256([]byte(f.configRepo))
-			cacheDir = filepath.Join(base, "reconciler", "config-"+hex.EncodeToString(sum[:6]))
-		}
+		cacheDir := f.configCacheDir()
 		src = &source.Repo{URL: f.configRepo, Path: f.configPath, Branch: f.configBranch, CacheDir: cacheDir, Poll: f.poll, Log: log}
 	} else {
 		src = &source.File{Path: g.file, Log: log}

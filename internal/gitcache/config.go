@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/reconciler-dev/reconciler/internal/fsx"
 )
 
 // ErrNoFile is returned by ConfigRepo.ReadFile for a path the commit does
@@ -40,6 +41,11 @@ func (c *ConfigRepo) open() (*git.Repository, error) {
 			return nil, &Error{Op: "open config repo " + c.URL, Err: err}
 		}
 		return r, nil
+	}
+	// The clone decides what deploys: it must be a directory only this
+	// user (or root) can change, never one someone else made first.
+	if err := fsx.CheckDirIfExists(c.CacheDir); err != nil {
+		return nil, &Error{Op: "open config cache", Err: err}
 	}
 	r, err := git.PlainOpen(c.CacheDir)
 	if errors.Is(err, git.ErrRepositoryNotExists) {
@@ -123,7 +129,7 @@ func (c *ConfigRepo) Fetch(ctx context.Context) error {
 	}
 	r, err := c.open()
 	if errors.Is(err, ErrNotFound) {
-		if err := os.MkdirAll(filepath.Dir(c.CacheDir), 0o755); err != nil {
+		if err := fsx.EnsureDir(filepath.Dir(c.CacheDir), 0o700); err != nil {
 			return &Error{Op: "create config cache", Err: err}
 		}
 		r, err = git.PlainInit(c.CacheDir, true)
@@ -137,6 +143,12 @@ func (c *ConfigRepo) Fetch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The clone fetches from the configured URL, whatever its origin
+	// says: a clone whose origin was changed (by hand, or a --config-repo
+	// changed under the same --config-cache) is reset to it.
+	if err := c.resetOrigin(r); err != nil {
+		return err
+	}
 	remote, err := c.RemoteHead(ctx)
 	if err != nil {
 		return err
@@ -147,6 +159,40 @@ func (c *ConfigRepo) Fetch(ctx context.Context) error {
 	err = r.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{configRefSpec}, Force: true, Tags: git.NoTags})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
 		return translate("fetch config repo "+Redact(c.URL), err)
+	}
+	return nil
+}
+
+func (c *ConfigRepo) resetOrigin(r *git.Repository) error {
+	cfg, err := r.Config()
+	if err != nil {
+		return readErr("read config cache config", err)
+	}
+	if rc, ok := cfg.Remotes["origin"]; ok && len(rc.URLs) == 1 && rc.URLs[0] == c.URL {
+		return nil
+	}
+	cfg.Remotes["origin"] = &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}, Fetch: []config.RefSpec{configRefSpec}}
+	if err := r.SetConfig(cfg); err != nil {
+		return &Error{Op: "reset config cache origin", Err: err}
+	}
+	// What the old origin put there is not trusted: its refs go, and the
+	// fetch below brings the configured repository's.
+	refs, err := r.References()
+	if err != nil {
+		return readErr("list config cache refs", err)
+	}
+	defer refs.Close()
+	var drop []plumbing.ReferenceName
+	refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Name().IsBranch() || ref.Name().IsRemote() || ref.Name().IsTag() {
+			drop = append(drop, ref.Name())
+		}
+		return nil
+	})
+	for _, name := range drop {
+		if err := r.Storer.RemoveReference(name); err != nil {
+			return &Error{Op: "reset config cache refs", Err: err}
+		}
 	}
 	return nil
 }

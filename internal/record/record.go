@@ -241,8 +241,9 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return fsx.WriteFileAtomic(path, append(b, '\n'), 0o644)
+	// Records hold failure output, which may hold secrets: 0600.
+	return fsx.WriteFileAtomic(path, append(b, '\n'), 0o600)
 }

@@ -1,0 +1,113 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/reconciler-dev/reconciler/internal/fsx"
+)
+
+// attacker is the second, unprivileged user of the machine (.ci/run makes
+// it): the app user of issue 9's attacks, who owns what the app writes.
+func attacker(t *testing.T) (uid, gid int) {
+	t.Helper()
+	u, err := user.Lookup("rcattacker")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("user rcattacker is missing: .ci/run creates it (%v)", err)
+		}
+		t.Skipf("no user rcattacker on this machine (.ci/run creates it): %v", err)
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid
+}
+
+// snapshot lists what is under dir, to show nothing was written there.
+func snapshot(t *testing.T, dir string) string {
+	var names []string
+	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			names = append(names, p+" "+fi.Mode().String())
+		}
+		return nil
+	})
+	return strings.Join(names, "\n")
+}
+
+// Issue 9, attack 3: a `.reconciler` symlink planted in the root steered
+// the lock, the history and deletions to its target. Now the apply refuses
+// the root, names why, and writes nothing anywhere.
+func TestPlantedStateDirIsRefused(t *testing.T) {
+	h := newHost(t)
+	victim := t.TempDir()
+	os.WriteFile(filepath.Join(victim, "precious"), []byte("root's file"), 0o600)
+	before := snapshot(t, victim)
+	if err := os.Symlink(victim, h.l.StateDir()); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := h.apply(context.Background(), h.desired(h.commit("v1")))
+	var ue *fsx.UnsafeDirError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), h.l.StateDir()+": it is a symlink (to "+victim+")") {
+		t.Fatalf("apply with a planted state dir: %v", err)
+	}
+	if after := snapshot(t, victim); after != before {
+		t.Errorf("the apply wrote through the link:\n%s", after)
+	}
+	if _, err := os.Lstat(h.l.ReleasesDir()); err == nil {
+		t.Error("the apply went on to make releases/")
+	}
+}
+
+// The same attack by the app user who owns the root: the root itself is
+// refused, naming its owner and mode, before anything inside is touched.
+func TestRootOwnedByAnotherUserIsRefused(t *testing.T) {
+	uid, gid := attacker(t)
+	h := newHost(t)
+	if err := os.Chown(h.root, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	victim := t.TempDir()
+	before := snapshot(t, victim)
+	os.Symlink(victim, h.l.StateDir())
+	os.Lchown(h.l.StateDir(), uid, gid)
+	_, _, err := h.apply(context.Background(), h.desired(h.commit("v1")))
+	if err == nil || !strings.Contains(err.Error(), "refusing to write in "+h.root+": it is owned by rcattacker (uid "+strconv.Itoa(uid)+")") {
+		t.Fatalf("apply on a root the app user owns: %v", err)
+	}
+	if after := snapshot(t, victim); after != before {
+		t.Errorf("the apply wrote through the link:\n%s", after)
+	}
+}
+
+// A root others may write in is refused too: they could plant the link.
+func TestRootWritableByOthersIsRefused(t *testing.T) {
+	h := newHost(t)
+	os.Chmod(h.root, 0o777)
+	_, _, err := h.apply(context.Background(), h.desired(h.commit("v1")))
+	if err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("apply on a world-writable root: %v", err)
+	}
+}
+
+// Records, the history and step logs are the reconciler's alone.
+func TestRecordsAreNotWorldReadable(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(h.desired(h.commit("v1")))
+	rel := h.linked()
+	for _, p := range []string{h.l.StateDir(), h.l.RecordFile(rel), h.l.HostFile(), h.l.StepLog(rel, "count"), h.l.RecordDir(rel)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %s; want no access for group or others", p, fi.Mode())
+		}
+	}
+}
