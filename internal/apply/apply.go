@@ -208,7 +208,7 @@ func Plan(ctx context.Context, d *desired.State, git actual.Git, opts plan.Optio
 }
 
 func (e *executor) plan(ctx context.Context) (*plan.Plan, error) {
-	p, err := Plan(ctx, e.Desired, e.Git, plan.Options{Retry: e.Retry, Now: e.Now()})
+	p, err := Plan(ctx, e.Desired, e.Git, plan.Options{Retry: e.Retry, Now: e.Now(), AsRoot: os.Geteuid() == 0})
 	if err != nil {
 		return nil, classify("", err)
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -126,7 +128,9 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 	case plan.Shared:
 		err = e.linkShared(s)
 	default:
-		err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), true))
+		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
+			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), true))
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -145,8 +149,46 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		}
 		return err
 	}
+	if s.Completes {
+		// A complete release is the reconciler's again: the run_as user
+		// built it, and may not change it once it can be linked.
+		if err := e.ownRelease(s.Release, ""); err != nil {
+			return err
+		}
+	}
 	done := &record.Step{Name: s.Name, Fingerprint: s.Fingerprint, Finished: e.Now().UTC(), Duration: e.Now().Sub(start)}
 	return e.transition(s.Release, record.Change{Event: record.StepDone, Step: done, Completes: s.Completes})
+}
+
+// ownRelease gives the release's files (never its record) to the user a
+// build step runs as, so the step can write in the release and nowhere
+// else under root; "" gives them back to the reconciler's own user. The
+// tree is walked only when its top is not owned so already.
+func (e *executor) ownRelease(release, name string) error {
+	uid, gid := os.Geteuid(), os.Getegid()
+	if name != "" {
+		u, err := runner.LookupUser(name)
+		if err != nil {
+			return err
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+		gid, _ = strconv.Atoi(u.Gid)
+	}
+	dir := e.l.ReleaseDir(release)
+	if fi, err := os.Lstat(dir); err != nil {
+		return err
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) == uid && int(st.Gid) == gid {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == e.l.RecordDir(release) {
+			return filepath.SkipDir
+		}
+		return os.Lchown(p, uid, gid)
+	})
 }
 
 // export writes the commit into the release. An export interrupted before
@@ -308,6 +350,7 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 		Timeout: s.Timeout,
 		Output:  out,
 		Contain: inRelease,
+		User:    s.RunAs,
 	})
 }
 

@@ -8,9 +8,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
+	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/plan"
 )
 
 // attacker is the second, unprivileged user of the machine (.ci/run makes
@@ -109,5 +113,56 @@ func TestRecordsAreNotWorldReadable(t *testing.T) {
 		if fi.Mode().Perm()&0o077 != 0 {
 			t.Errorf("%s is %s; want no access for group or others", p, fi.Mode())
 		}
+	}
+}
+
+// run_as: build steps, the migration and command checks run as the app's
+// user, who can write in the release being built and nowhere else under
+// root, never in the release's record; the complete release is the
+// reconciler's again.
+func TestRunAsBuildsAsTheAppUser(t *testing.T) {
+	uid, _ := attacker(t)
+	h := newHost(t)
+	// The app user must reach the release, as on a real host (a test's
+	// temporary folders are 0700).
+	for p := h.root; p != filepath.Dir(filepath.Dir(h.dir)); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
+	h.build = `  - name: whoami
+    run: id -un > built-by && echo "$HOME" > home
+  - name: escape
+    run: |
+      touch "$RECONCILER_ROOT/planted" 2>/dev/null && echo "wrote in root" >&2 && exit 1
+      touch .reconciler/forged 2>/dev/null && echo "wrote in the record" >&2 && exit 1
+      exit 0
+`
+	h.migrate = `id -un > "$RECONCILER_RELEASE/migrated-by"`
+	d := h.desired(h.commit("v1"))
+	d.RunAs = "rcattacker"
+	for i := range d.Build {
+		d.Build[i].RunAs = d.RunAs
+	}
+	d.Migrate.RunAs = d.RunAs
+	d.Health = []desired.Check{{Kind: desired.CheckCommand, Target: `test "$(id -un)" = rcattacker`, Timeout: 5 * time.Second, Interval: time.Second}}
+	res, _ := h.mustApply(d)
+	rel := h.l.ReleaseDir(h.linked())
+	for file, want := range map[string]string{"built-by": "rcattacker", "migrated-by": "rcattacker"} {
+		if b, _ := os.ReadFile(filepath.Join(rel, file)); strings.TrimSpace(string(b)) != want {
+			t.Errorf("%s: %q, want %q", file, b, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.root, "planted")); err == nil {
+		t.Error("the build step wrote in root")
+	}
+	// Complete: the release belongs to the reconciler again.
+	if fi, _ := os.Stat(filepath.Join(rel, "built-by")); fi.Sys().(*syscall.Stat_t).Uid == uint32(uid) {
+		t.Error("the complete release is still the app user's")
+	}
+	found := false
+	for _, s := range res.Plan.Steps {
+		found = found || s.RunAs == "rcattacker" && s.Action == plan.Build
+	}
+	if !found {
+		t.Error("the plan does not say who the build steps run as")
 	}
 }

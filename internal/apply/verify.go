@@ -53,7 +53,7 @@ func (e *executor) verify(ctx context.Context, p *plan.Plan, s plan.Step) error 
 			return err
 		}
 	}
-	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(s.Release), Env: e.env(p, s.Release, s.Commit)}
+	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(s.Release), Env: e.env(p, s.Release, s.Commit), User: s.RunAs}
 	for _, c := range s.Checks {
 		start := e.Now()
 		if err := k.Run(ctx, c); err != nil {

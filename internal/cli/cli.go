@@ -186,7 +186,7 @@ func planCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := apply.Plan(cmd.Context(), d, cache(d), plan.Options{Retry: retry, Now: time.Now()})
+			p, err := apply.Plan(cmd.Context(), d, cache(d), plan.Options{Retry: retry, Now: time.Now(), AsRoot: os.Geteuid() == 0})
 			if err != nil {
 				return err
 			}

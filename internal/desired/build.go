@@ -33,9 +33,9 @@ func (p *parser) build(n *yaml.Node, s *State) {
 
 func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 	st := Step{Timeout: DefaultStepTimeout}
-	known := []string{"run", "timeout"}
+	known := []string{"run", "timeout", "run_as"}
 	if named {
-		known = []string{"name", "run", "timeout"}
+		known = []string{"name", "run", "timeout", "run_as"}
 	}
 	var haveName, haveRun, bad bool
 	nerr := len(p.errs)
@@ -68,6 +68,8 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 			if d, ok := p.duration(v, fp, time.Second, 24*time.Hour); ok {
 				st.Timeout = d
 			}
+		case "run_as":
+			st.RunAs = p.userName(v, fp)
 		}
 	}) {
 		return st, false
@@ -81,4 +83,21 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 		bad = true
 	}
 	return st, !bad && len(p.errs) == nerr
+}
+
+// userRE is what useradd accepts as a user name, or a numeric uid.
+var userRE = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+
+// userName reads a run_as: a user name or uid. Whether the user exists is
+// asked when the command runs, on the host that runs it.
+func (p *parser) userName(v *yaml.Node, field string) string {
+	u, ok := p.str(v, field)
+	if !ok {
+		return ""
+	}
+	if !userRE.MatchString(u) {
+		p.fail(v, field, "%q is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid", u)
+		return ""
+	}
+	return u
 }

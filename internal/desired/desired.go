@@ -34,6 +34,10 @@ type State struct {
 	Services []Service
 	Health   []Check // checked after the services acted; all must pass
 	Schedule string  // cron spec; "" when absent
+	// RunAs is the user build steps, the migration and command health
+	// checks run as; "" for the reconciler's own user. A step's RunAs
+	// overrides it (and is filled from it when absent).
+	RunAs string
 }
 
 // Check kinds.
@@ -87,6 +91,7 @@ type Step struct {
 	Name    string
 	Run     string
 	Timeout time.Duration
+	RunAs   string // the user the command runs as; "" for the reconciler's own
 }
 
 // Service managers.

@@ -146,7 +146,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "health", "schedule"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "health", "schedule", "run_as"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -198,10 +198,22 @@ func (p *parser) state(n *yaml.Node) *State {
 			s.Health = p.checks(v, key)
 		case "schedule":
 			s.Schedule = p.schedule(v, key)
+		case "run_as":
+			s.RunAs = p.userName(v, key)
 		}
 	})
 	if !ok {
 		return s
+	}
+	// A step without its own run_as runs as the top-level one, wherever
+	// in the file run_as is written.
+	for i := range s.Build {
+		if s.Build[i].RunAs == "" {
+			s.Build[i].RunAs = s.RunAs
+		}
+	}
+	if s.Migrate != nil && s.Migrate.RunAs == "" {
+		s.Migrate.RunAs = s.RunAs
 	}
 	for _, req := range []struct {
 		have bool

@@ -100,7 +100,9 @@ func TestParseErrors(t *testing.T) {
 		{"missing required", "link: x\n", []string{
 			"d.yaml:1:1: app: is required", "d.yaml:1:1: root: is required", "d.yaml:1:1: source: is required"}},
 		{"unknown key with suggestion", head + "kepe: 3\n", []string{`d.yaml:4:1: kepe: unknown key "kepe" (did you mean "keep"?)`}},
-		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, services, health, schedule`}},
+		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, services, health, schedule, run_as`}},
+		{"run_as bad", head + "run_as: Deploy User\n", []string{`d.yaml:4:9: run_as: "Deploy User" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
+		{"step run_as bad", head + "build: [{name: a, run: x, run_as: \"-x\"}]\n", []string{`d.yaml:4:35: build[0].run_as: "-x" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
 		{"duplicate key", head + "app: b\n", []string{"d.yaml:4:1: app: duplicate key (first at line 1)"}},
 		{"keep zero", head + "keep: 0\n", []string{"d.yaml:4:7: keep: must be between 1 and 1000, got 0"}},
 		{"keep negative", head + "keep: -3\n", []string{"d.yaml:4:7: keep: must be between 1 and 1000, got -3"}},
@@ -304,5 +306,19 @@ health:
 		if fes := Errors(err); len(fes) != 1 || fes[0].Error() != want {
 			t.Errorf("%q:\n got %v\nwant %s", in, err, want)
 		}
+	}
+}
+
+// run_as at the top applies to every build step and the migration that
+// does not name its own, wherever it is written in the file.
+func TestRunAsFillsSteps(t *testing.T) {
+	src := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n" +
+		"build:\n  - {name: one, run: x}\n  - {name: two, run: y, run_as: root}\nmigrate: {run: m}\nrun_as: deploy\n"
+	d, err := Parse(strings.NewReader(src), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.RunAs != "deploy" || d.Build[0].RunAs != "deploy" || d.Build[1].RunAs != "root" || d.Migrate.RunAs != "deploy" {
+		t.Errorf("run_as: top %q, steps %q %q, migrate %q", d.RunAs, d.Build[0].RunAs, d.Build[1].RunAs, d.Migrate.RunAs)
 	}
 }

@@ -40,6 +40,7 @@ type Checker struct {
 	Runner *runner.Runner
 	Dir    string   // where command checks run: the release
 	Env    []string // the environment of commands, and of ${VAR} in URLs and bodies
+	User   string   // who command checks run as; "" for the reconciler's own user
 	Client *http.Client
 }
 
@@ -94,7 +95,7 @@ func (k *Checker) once(ctx context.Context, c desired.Check, expand func(string)
 		}
 		return conn.Close()
 	case desired.CheckCommand:
-		return k.Runner.Run(ctx, runner.Command{Name: "health " + c.Target, Script: c.Target, Dir: k.Dir, Env: k.Env, Contain: true})
+		return k.Runner.Run(ctx, runner.Command{Name: "health " + c.Target, Script: c.Target, Dir: k.Dir, Env: k.Env, Contain: true, User: k.User})
 	}
 	return fmt.Errorf("unknown check kind %q", c.Kind)
 }

@@ -13,6 +13,9 @@ func Describe(s Step) string {
 	case Shared:
 		return s.Detail
 	case Build, Migrate:
+		if s.RunAs != "" {
+			return s.Name + " (as " + s.RunAs + ")"
+		}
 		return s.Name
 	case Switch:
 		return s.Name + " -> " + s.Detail

@@ -82,6 +82,9 @@ type Step struct {
 	// service action, run with Timeout.
 	Run     string        `json:"run,omitempty"`
 	Timeout time.Duration `json:"timeout_ns,omitempty"`
+	// RunAs is the user a build step, the migration or a health step's
+	// command checks run as; "" for the reconciler's own user.
+	RunAs string `json:"run_as,omitempty"`
 	// Fingerprint is what a release step is recorded done under.
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// Before is the release transition performed before the step runs:
@@ -182,6 +185,9 @@ type Options struct {
 	Retry bool
 	// Now names a release the plan creates. The plan reads no clock.
 	Now time.Time
+	// AsRoot: the reconciler runs as root, so commands without run_as
+	// run as root too; the plan warns.
+	AsRoot bool
 }
 
 // Error is a host state the plan refuses to act on; it says what to do.
@@ -208,6 +214,9 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		return nil, &Error{Msg: fmt.Sprintf("shared files missing under %s/shared: %s; create them (they hold configuration and secrets the reconciler cannot guess)", d.Root, strings.Join(a.MissingShared, ", "))}
 	}
 	p.Warnings = warnings(a)
+	if opts.AsRoot && d.RunAs == "" && (len(d.Build) > 0 || d.Migrate != nil) {
+		p.Warnings = append(p.Warnings, "running as root with no run_as: build steps, the migration and command checks run as root; set run_as: to the app's user")
+	}
 
 	commit := a.Commit.SHA
 	if commit == "" && desired.IsHash(d.Source.Commit) {
@@ -400,7 +409,7 @@ func settle(d *desired.State, a *actual.State, name, commit, verify string) (ste
 		}
 	}
 	if NeedsHealth(d) {
-		h := Step{Action: Health, Release: name, Commit: commit, Name: "health", Detail: HealthDetail(d), Reason: verify}
+		h := Step{Action: Health, Release: name, Commit: commit, Name: "health", Detail: HealthDetail(d), Reason: verify, RunAs: d.RunAs}
 		for _, s := range d.Services {
 			if services.HasPID(s) {
 				h.Services = append(h.Services, s)
@@ -532,7 +541,7 @@ func ReleaseSteps(d *desired.State) []Step {
 	add := func(a Action, st desired.Step) {
 		s := Step{Action: a, Name: st.Name, Timeout: st.Timeout, Fingerprint: st.Fingerprint()}
 		if a == Build || a == Migrate {
-			s.Run = st.Run
+			s.Run, s.RunAs = st.Run, st.RunAs
 		}
 		out = append(out, s)
 	}

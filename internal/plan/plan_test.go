@@ -453,3 +453,31 @@ func TestRevertGolden(t *testing.T) {
 		})
 	}
 }
+
+// Running as root with no run_as says so, once, in the plan.
+func TestRootWithoutRunAsWarns(t *testing.T) {
+	d := desiredState(t, shaA[:8], 5)
+	a := &actual.State{Commit: inCache(shaA)}
+	has := func(p *Plan) bool {
+		for _, w := range p.Warnings {
+			if strings.HasPrefix(w, "running as root with no run_as") {
+				return true
+			}
+		}
+		return false
+	}
+	for _, tt := range []struct {
+		asRoot bool
+		runAs  string
+		want   bool
+	}{{true, "", true}, {true, "deploy", false}, {false, "", false}} {
+		d.RunAs = tt.runAs
+		p, err := Make(d, a, Options{AsRoot: tt.asRoot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has(p) != tt.want {
+			t.Errorf("as root %v, run_as %q: warning %v, want %v", tt.asRoot, tt.runAs, has(p), tt.want)
+		}
+	}
+}

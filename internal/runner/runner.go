@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"os/user"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +33,10 @@ type Command struct {
 	// when it exits: a build step must not leave a process behind, while
 	// a service command may legitimately start one.
 	Contain bool
+	// User, when set, is who the command runs as (a name or uid): its
+	// uid, primary group and supplementary groups, with HOME, USER and
+	// LOGNAME set to its own.
+	User string
 }
 
 // pipeGrace is how long Run waits, after the command exited, for processes
@@ -105,6 +111,13 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if c.User != "" {
+		cred, env, err := credential(c.User, c.Env)
+		if err != nil {
+			return &Error{Name: c.Name, ExitCode: -1, Err: err}
+		}
+		cmd.SysProcAttr.Credential, cmd.Env = cred, env
+	}
 	cmd.WaitDelay = pipeGrace
 	tail := &tailBuffer{max: tailLines}
 	var out io.Writer = tail
@@ -248,4 +261,51 @@ func (p *PrefixWriter) Flush() {
 		p.W.Write([]byte("\n"))
 		p.mid = false
 	}
+}
+
+// credential is what a command needs to run as name: the user's ids and
+// groups, and env with the user's HOME, USER and LOGNAME.
+func credential(name string, env []string) (*syscall.Credential, []string, error) {
+	u, err := LookupUser(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run_as %s: uid %q: %w", name, u.Uid, err)
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run_as %s: gid %q: %w", name, u.Gid, err)
+	}
+	cred := &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	if ids, err := u.GroupIds(); err == nil {
+		for _, g := range ids {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				cred.Groups = append(cred.Groups, uint32(n))
+			}
+		}
+	}
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k != "HOME" && k != "USER" && k != "LOGNAME" {
+			out = append(out, kv)
+		}
+	}
+	return cred, append(out, "HOME="+u.HomeDir, "USER="+u.Username, "LOGNAME="+u.Username), nil
+}
+
+// LookupUser finds the user a run_as names: a name, or a numeric uid.
+func LookupUser(name string) (*user.User, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if _, nerr := strconv.Atoi(name); nerr == nil {
+			u, err = user.LookupId(name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("run_as %s: %w", name, err)
+	}
+	return u, nil
 }
