@@ -2,8 +2,11 @@ package apply
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -38,7 +41,12 @@ func snapshot(t *testing.T, dir string) string {
 	var names []string
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil {
-			names = append(names, p+" "+fi.Mode().String())
+			line := p + " " + fi.Mode().String()
+			if fi.Mode().IsRegular() {
+				b, _ := os.ReadFile(p)
+				line += fmt.Sprintf(" %x", sha256.Sum256(b))
+			}
+			names = append(names, line)
 		}
 		return nil
 	})
@@ -164,5 +172,29 @@ func TestRunAsBuildsAsTheAppUser(t *testing.T) {
 	}
 	if !found {
 		t.Error("the plan does not say who the build steps run as")
+	}
+}
+
+// Issue 9, attack 7: a bare repository at <root>/repo that the reconciler
+// did not make was taken over (branches pruned, origin rewritten). It is
+// refused and left exactly as it was.
+func TestForeignRepositoryIsNotAdopted(t *testing.T) {
+	h := newHost(t)
+	theirs := h.l.RepoDir()
+	h.repo.Commit("theirs")
+	cmd := exec.Command("git", "clone", "-q", "--bare", h.repo.Dir, theirs)
+	cmd.Env = h.repo.Env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	exec.Command("git", "-C", theirs, "branch", "keep-me").Run()
+	exec.Command("git", "-C", theirs, "remote", "add", "origin", "https://git.example.com/theirs.git").Run()
+	before := snapshot(t, theirs)
+	_, _, err := h.apply(context.Background(), h.desired(h.commit("v1")))
+	if err == nil || !strings.Contains(err.Error(), "without the reconciler's marker file") || !strings.Contains(err.Error(), "move it away") {
+		t.Fatalf("apply over a foreign repository: %v", err)
+	}
+	if after := snapshot(t, theirs); after != before {
+		t.Errorf("the foreign repository was changed:\n%s", after)
 	}
 }

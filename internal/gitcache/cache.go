@@ -232,6 +232,11 @@ func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 		return err
 	}
 	defer done()
+	// A repository the reconciler did not make is never adopted: the
+	// fetch would rewrite its origin and prune its branches.
+	if _, err := os.Lstat(filepath.Join(c.Dir, Marker)); err != nil {
+		return &Error{Op: "fetch into " + c.Dir, Err: fmt.Errorf("it is a repository the reconciler did not make (no marker file %s); refusing to adopt it", Marker)}
+	}
 	if err := c.setURL(r); err != nil {
 		return err
 	}
