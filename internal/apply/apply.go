@@ -169,6 +169,9 @@ func (e *executor) checkDirs() error {
 		}
 	}
 	for _, dir := range []string{e.l.TmpDir(), e.l.RepoDir(), e.l.SharedDir()} {
+		if fi, err := os.Lstat(dir); err == nil && fi.Mode().IsRegular() && dir == e.l.RepoDir() {
+			continue // damage the git cache repairs: it clones afresh
+		}
 		if err := fsx.CheckDirIfExists(dir); err != nil {
 			return err
 		}
