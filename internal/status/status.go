@@ -176,7 +176,7 @@ func RenderText(w io.Writer, r *Report) error {
 		}
 		b.WriteString(")\n")
 		if a.Error != "" {
-			fmt.Fprintf(&b, "  %s\n", firstLine(a.Error))
+			fmt.Fprintf(&b, "  %s\n", failure(a.Error, a.Output))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -196,18 +196,6 @@ func failure(msg, output string) string {
 		return msg + ": " + out
 	}
 	return msg
-}
-
-// firstLine shortens a failure to one line: what happened, and the last
-// line the command printed, which is usually the error.
-func firstLine(s string) string {
-	head, tail, ok := strings.Cut(s, "; last output:\n")
-	if !ok {
-		head, _, _ = strings.Cut(s, "\n")
-		return head
-	}
-	lines := strings.Split(strings.TrimSpace(tail), "\n")
-	return head + ": " + strings.TrimSpace(lines[len(lines)-1])
 }
 
 // RenderJSON writes the report as JSON.
