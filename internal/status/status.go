@@ -15,6 +15,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
 
 // Report is the status of one host.
@@ -92,7 +93,38 @@ func Make(d *desired.State, a *actual.State, recs []history.Record, svcs []Servi
 		}
 		r.Releases = append(r.Releases, x)
 	}
+	redact(r)
 	return r
+}
+
+// redact hides the passwords of the URLs anywhere in the report: a failing
+// command's output and error, a supervisorctl answer naming its serverurl
+// (http://user:pass@host:9001), a fetch error naming source.repo. The
+// report is printed, served on /status and read by tools.
+func redact(r *Report) {
+	texts := []*string{&r.LinkProblem}
+	for i := range r.Warnings {
+		texts = append(texts, &r.Warnings[i])
+	}
+	for i := range r.Releases {
+		x := &r.Releases[i]
+		texts = append(texts, &x.FailedStep, &x.Error, &x.Output)
+	}
+	for i := range r.Services {
+		s := &r.Services[i]
+		texts = append(texts, &s.Note)
+		for j := range s.Releases {
+			texts = append(texts, &s.Releases[j])
+		}
+	}
+	if r.LastApply != nil {
+		a := *r.LastApply // the caller's records stay as they are
+		texts = append(texts, &a.Trigger, &a.Step, &a.Error, &a.Output, &a.Release)
+		r.LastApply = &a
+	}
+	for _, t := range texts {
+		*t = scrub.URLs(*t)
+	}
 }
 
 func orNothing(s string) string {
@@ -102,7 +134,9 @@ func orNothing(s string) string {
 	return s
 }
 
-// RenderText writes the report for people.
+// RenderText writes the report for people. Control characters (in a
+// command's output recorded by an older version, in a release's failure)
+// are shown escaped, as \x1b, never sent to the terminal.
 func RenderText(w io.Writer, r *Report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "app %s at %s\n", r.App, r.Root)
@@ -179,7 +213,7 @@ func RenderText(w io.Writer, r *Report) error {
 			fmt.Fprintf(&b, "  %s\n", failure(a.Error, a.Output))
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, scrub.Escape(b.String()))
 	return err
 }
 
