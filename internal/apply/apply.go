@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/health"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -234,7 +235,7 @@ func (e *executor) run(ctx context.Context) error {
 			return err
 		}
 		if p.NeedsFetch() {
-			return classify("", fmt.Errorf("commit %q is not in %s, even after a fetch", e.Desired.Source.Commit, e.Desired.Source.Repo))
+			return classify("", fmt.Errorf("commit %q is not in %s, even after a fetch", e.Desired.Source.Commit, gitcache.Redact(e.Desired.Source.Repo)))
 		}
 		e.res.Plan = p
 		e.View.Fetched(p)

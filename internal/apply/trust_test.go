@@ -113,7 +113,7 @@ func TestRecordsAreNotWorldReadable(t *testing.T) {
 	h := newHost(t)
 	h.mustApply(h.desired(h.commit("v1")))
 	rel := h.linked()
-	for _, p := range []string{h.l.StateDir(), h.l.RecordFile(rel), h.l.HostFile(), h.l.StepLog(rel, "count"), h.l.RecordDir(rel)} {
+	for _, p := range []string{h.l.StateDir(), h.l.RecordFile(rel), h.l.HostFile(), h.l.HistoryFile(), h.l.StepLog(rel, "count"), h.l.RecordDir(rel)} {
 		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)

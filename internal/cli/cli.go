@@ -25,6 +25,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/runner"
+	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/status"
 	"github.com/reconciler-dev/reconciler/internal/view"
 )
@@ -129,7 +130,8 @@ func (g *globals) logger() (*zap.Logger, error) {
 	enc := zap.NewDevelopmentEncoderConfig()
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.AddSync(g.stderr), lvl)
-	return zap.New(core), nil
+	// No log line shows a password in a URL.
+	return zap.New(scrub.Core(core)), nil
 }
 
 // defaultFile is the desired file when -f is not given.
@@ -311,12 +313,10 @@ func historyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			recs, skipped, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
+			// Read from the end: --limit costs what it shows.
+			recs, skipped, err := history.ReadTail(layout.New(d.Root, d.Link).HistoryFile(), limit)
 			if err != nil {
 				return err
-			}
-			if limit > 0 && len(recs) > limit {
-				recs = recs[len(recs)-limit:]
 			}
 			if asJSON {
 				return view.HistoryJSON(g.stdout, recs)
@@ -360,10 +360,12 @@ func statusReport(ctx context.Context, d *desired.State, log *zap.Logger) (*stat
 	if err != nil {
 		return nil, err
 	}
-	recs, _, err := history.Read(layout.New(d.Root, d.Link).HistoryFile())
+	// Only the last apply, read from the history's end: status costs the
+	// same however long the history is.
+	last, err := history.Last(layout.New(d.Root, d.Link).HistoryFile())
 	if err != nil {
 		return nil, err
 	}
 	svcs := status.ObserveServices(ctx, d, &runner.Runner{Log: log.Named("run")})
-	return status.Make(d, a, recs, svcs), nil
+	return status.Make(d, a, last, svcs), nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/daemon"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/runner"
+	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/source"
 )
 
@@ -133,7 +134,8 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 	if f.logFormat == "console" {
 		encoder = zapcore.NewConsoleEncoder(enc)
 	}
-	log := zap.New(zapcore.NewCore(encoder, zapcore.AddSync(g.stderr), lvl)).Named("run")
+	// No log line shows a password in a URL (--config-repo may hold one).
+	log := zap.New(scrub.Core(zapcore.NewCore(encoder, zapcore.AddSync(g.stderr), lvl))).Named("run")
 	defer log.Sync()
 
 	var secret []byte

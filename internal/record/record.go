@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
 
 // Release states.
@@ -144,6 +145,9 @@ func (r *Release) Apply(c Change) error {
 		}
 		f := *c.Failure
 		f.At = at
+		// Stored cleaned and bounded, as the history stores it: no
+		// password in a URL, no terminal escapes.
+		f.Error, f.Output = scrub.Bound(scrub.Text(f.Error), 2048), scrub.Tail(scrub.Text(f.Output), 4096)
 		r.State, r.Failure = Failed, &f
 	case Rebuild:
 		r.State, r.Failure = Building, nil

@@ -48,9 +48,10 @@ type Release struct {
 	Output      string     `json:"output,omitempty"` // the tail of what the failed step printed
 }
 
-// Make builds the report from an observed host and its history.
-func Make(d *desired.State, a *actual.State, recs []history.Record, svcs []Service) *Report {
-	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: history.LastApply(recs), Services: svcs}
+// Make builds the report from an observed host and the last apply of its
+// history (nil for none).
+func Make(d *desired.State, a *actual.State, last *history.Record, svcs []Service) *Report {
+	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: last, Services: svcs}
 	switch {
 	case a.Link.Problem != "":
 		r.LinkProblem = a.Link.Problem
