@@ -52,7 +52,7 @@ type attrStack struct {
 	macros map[string][]gitattributes.Attribute
 }
 
-func (s *attrStack) len() int        { return len(s.rules) }
+func (s *attrStack) len() int       { return len(s.rules) }
 func (s *attrStack) truncate(n int) { s.rules = s.rules[:n] }
 
 // readAttributes adds the rules of tree's .gitattributes, tree being the
