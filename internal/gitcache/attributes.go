@@ -41,7 +41,6 @@ const (
 type attrRule struct {
 	pattern gitattributes.Pattern // nil for a macro definition
 	dirOnly bool
-	macro   string
 	attrs   []gitattributes.Attribute
 }
 
