@@ -237,7 +237,11 @@ func clearRelease(dir string) error {
 }
 
 // linkShared links each shared path into the release, replacing what the
-// export put there (a placeholder such as media/.gitkeep).
+// export put there (a placeholder such as media/.gitkeep). The release's
+// directories come from the repository: its parents are walked and made
+// one component at a time without following any symlink, so a committed
+// link (data -> /outside) cannot steer the new link, or the directories
+// made for it, out of the release.
 func (e *executor) linkShared(s plan.Step) error {
 	rel := e.l.ReleaseDir(s.Release)
 	link := func(p string, dir bool) error {
@@ -251,17 +255,22 @@ func (e *executor) linkShared(s plan.Step) error {
 		if err := insideDir(rel, dst); err != nil {
 			return err
 		}
-		if err := os.RemoveAll(dst); err != nil {
+		parent, err := fsx.OpenBeneath(rel, filepath.Dir(p), true, 0o755)
+		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		defer parent.Close()
+		name := filepath.Base(p)
+		// What the export put there goes; a symlink is removed, never
+		// what it points at.
+		if err := parent.RemoveAll(name); err != nil {
 			return err
 		}
 		target, err := filepath.Rel(filepath.Dir(dst), src)
 		if err != nil {
 			return err
 		}
-		return os.Symlink(target, dst)
+		return parent.Symlink(target, name)
 	}
 	if s.Shared == nil {
 		return nil
@@ -279,24 +288,19 @@ func (e *executor) linkShared(s plan.Step) error {
 	return nil
 }
 
-// insideDir refuses a path whose parent, inside the exported tree, is a
-// symlink: the repository's content must not steer a write outside the
-// release.
+// insideDir refuses a path p under root whose parent, inside the exported
+// tree, passes through a symlink or a non-directory: the repository's
+// content must not steer a write outside the release. Each existing
+// component is looked at without following it, so a parent still to be
+// made is checked as far as it exists (the old check resolved the whole
+// parent and skipped it when missing, following data -> /outside).
 func insideDir(root, p string) error {
-	parent := filepath.Dir(p)
-	resolved, err := filepath.EvalSymlinks(parent)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil // created fresh below
-	}
+	rel, err := filepath.Rel(root, filepath.Dir(p))
 	if err != nil {
 		return err
 	}
-	rootResolved, err := filepath.EvalSymlinks(root)
-	if err != nil {
-		return err
-	}
-	if resolved != rootResolved && !strings.HasPrefix(resolved, rootResolved+"/") {
-		return fmt.Errorf("%s resolves outside the release (to %s)", p, resolved)
+	if err := fsx.CheckBeneath(root, rel); err != nil {
+		return fmt.Errorf("in the release: %w", err)
 	}
 	return nil
 }

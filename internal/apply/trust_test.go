@@ -36,12 +36,17 @@ func attacker(t *testing.T) (uid, gid int) {
 	return uid, gid
 }
 
-// snapshot lists what is under dir, to show nothing was written there.
+// snapshot lists what is under dir — names, modes, link targets and file
+// contents — to show nothing was written there.
 func snapshot(t *testing.T, dir string) string {
 	var names []string
 	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err == nil {
 			line := p + " " + fi.Mode().String()
+			if fi.Mode()&os.ModeSymlink != 0 {
+				target, _ := os.Readlink(p)
+				line += " -> " + target
+			}
 			if fi.Mode().IsRegular() {
 				b, _ := os.ReadFile(p)
 				line += fmt.Sprintf(" %x", sha256.Sum256(b))

@@ -158,7 +158,7 @@ func (g *globals) load() (*desired.State, error) {
 
 func cache(d *desired.State) *gitcache.Cache {
 	l := layout.New(d.Root, d.Link)
-	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir()}
+	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir(), AllowExternalSymlinks: d.Source.AllowExternalSymlinks}
 }
 
 func validateCmd(g *globals) *cobra.Command {

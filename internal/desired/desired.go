@@ -72,6 +72,9 @@ type Source struct {
 	Commit string // full or short SHA, tag or branch, as written
 	Path   string // subdirectory of the repository to deploy; "" for all
 	SSHKey string // absolute path of a private key; "" for none
+	// AllowExternalSymlinks lets the export write symlinks that leave the
+	// release (absolute, or climbing above it); refused by default.
+	AllowExternalSymlinks bool
 }
 
 // Shared lists the persistent paths under <root>/shared linked into every release.

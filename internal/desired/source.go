@@ -13,8 +13,16 @@ import (
 
 func (p *parser) source(n *yaml.Node, s *State) {
 	var haveRepo, haveCommit bool
-	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key", "allow_external_symlinks"}, func(key string, k, v *yaml.Node) {
 		fp := "source." + key
+		if key == "allow_external_symlinks" {
+			if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
+				p.fail(v, fp, "must be true or false, got %s", kindName(v))
+				return
+			}
+			s.Source.AllowExternalSymlinks = strings.EqualFold(v.Value, "true")
+			return
+		}
 		val, ok := p.str(v, fp)
 		if !ok {
 			if key == "repo" {

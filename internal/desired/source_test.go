@@ -120,3 +120,38 @@ func TestParseSCPWithAbsolutePath(t *testing.T) {
 		t.Errorf("got %v, want %s", err, want)
 	}
 }
+
+func TestAllowExternalSymlinks(t *testing.T) {
+	for _, tt := range []struct {
+		value string // "" leaves the key out
+		want  bool
+		err   string
+	}{
+		{"", false, ""},
+		{"true", true, ""},
+		{"false", false, ""},
+		{"True", true, ""},
+		{`"yes"`, false, `x.yaml:3:67: source.allow_external_symlinks: must be true or false, got a string`},
+		{"1", false, `x.yaml:3:67: source.allow_external_symlinks: must be true or false, got an integer`},
+	} {
+		t.Run(tt.value, func(t *testing.T) {
+			src := "app: a\nroot: /srv/a\nsource: {repo: /srv/git/a, commit: main"
+			if tt.value != "" {
+				src += ", allow_external_symlinks: " + tt.value
+			}
+			s, err := Parse(strings.NewReader(src+"}\n"), "x.yaml")
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("got %v; want %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Source.AllowExternalSymlinks != tt.want {
+				t.Errorf("AllowExternalSymlinks = %v; want %v", s.Source.AllowExternalSymlinks, tt.want)
+			}
+		})
+	}
+}

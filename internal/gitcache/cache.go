@@ -50,6 +50,9 @@ type Cache struct {
 	// Writers is how many goroutines write exported files; 0 means
 	// DefaultWriters.
 	Writers int
+	// AllowExternalSymlinks lets Export write symlinks that lead out of
+	// the release (source.allow_external_symlinks); refused otherwise.
+	AllowExternalSymlinks bool
 }
 
 // url is the remote for messages: never with its password.

@@ -1,11 +1,13 @@
 package gitcache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -33,6 +35,8 @@ type job struct {
 	path string
 	mode filemode.FileMode
 	hash plumbing.Hash
+	// target is a symlink's, read by the walk, which checks it.
+	target string
 }
 
 // Export writes the tree of commit sha (or its subdirectory subpath) into
@@ -71,9 +75,15 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 		}
 	}
 
+	x := &exporter{r: r, dest: dest, prefix: filepath.ToSlash(subpath), allowOut: c.AllowExternalSymlinks, links: map[string]string{}}
+	if err := x.attributesAbove(commit, subpath); err != nil {
+		return fmt.Errorf("export %s: %w", sha, err)
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	jobs := make(chan job, 256)
+	x.jobs = jobs
 	var (
 		wg      sync.WaitGroup
 		errOnce sync.Once
@@ -108,10 +118,17 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 			}
 		}()
 	}
-	rerr := walk(ctx, tree, dest, jobs)
+	rerr := x.walk(ctx, tree, "")
+	if rerr == nil {
+		rerr = x.checkLinks()
+	}
 	close(jobs)
 	wg.Wait()
 	switch {
+	case rerr != nil && !errors.Is(rerr, context.Canceled):
+		// A refused tree says so, whatever a worker stopped on after the
+		// cancel.
+		return fmt.Errorf("export %s: %w", sha, rerr)
 	case werr != nil:
 		return fmt.Errorf("export %s: %w", sha, werr)
 	case rerr != nil:
@@ -120,48 +137,129 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	return nil
 }
 
-// walk makes the directories of tree under dest and sends every file and
-// symlink to the workers, parents before children.
-func walk(ctx context.Context, tree *object.Tree, dest string, jobs chan<- job) error {
-	w := object.NewTreeWalker(tree, true, nil)
-	defer w.Close()
-	for {
+// exporter walks the tree being exported: it makes the directories, sends
+// files and symlinks to the workers, leaves out what .gitattributes marks
+// export-ignore and notes every symlink for checkLinks.
+type exporter struct {
+	r        *git.Repository
+	dest     string
+	prefix   string // source.path: attributes match the path in the whole tree
+	allowOut bool
+	jobs     chan<- job
+	attrs    attrStack
+	links    map[string]string // dest-relative name -> target
+	order    []string          // the symlinks in walk order, for a stable message
+}
+
+// walk exports tree, found at rel under dest ("" for dest itself), parents
+// before children.
+func (x *exporter) walk(ctx context.Context, tree *object.Tree, rel string) error {
+	n := x.attrs.len()
+	defer x.attrs.truncate(n)
+	if err := x.readAttributes(tree, x.full(rel), rel == "" && x.prefix == ""); err != nil {
+		return err
+	}
+	for _, e := range tree.Entries {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name, e, err := w.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return readErr("walk tree", err)
-		}
+		name := path.Join(rel, e.Name)
 		// Tree entry names can't hold "/" or be "..", but the tree is
 		// input: check rather than trust.
-		if strings.Contains(e.Name, "/") || e.Name == ".." || e.Name == "." || e.Name == ".git" {
+		if e.Name == "" || strings.Contains(e.Name, "/") || strings.ContainsRune(e.Name, 0) || e.Name == ".." || e.Name == "." || e.Name == ".git" {
 			return fmt.Errorf("tree entry %q is not allowed", name)
 		}
-		path := filepath.Join(dest, name)
+		if x.attrs.exportIgnore(splitPath(x.full(name)), e.Mode == filemode.Dir) {
+			continue
+		}
+		dst := filepath.Join(x.dest, name)
 		switch e.Mode {
 		case filemode.Dir:
-			if err := os.Mkdir(path, 0o755); err != nil {
+			if err := os.Mkdir(dst, 0o755); err != nil {
+				return err
+			}
+			sub, err := x.r.TreeObject(e.Hash)
+			if err != nil {
+				return readErr("read tree "+name, err)
+			}
+			if err := x.walk(ctx, sub, name); err != nil {
 				return err
 			}
 		case filemode.Submodule:
 			return fmt.Errorf("%w: %s is a submodule", ErrSubmodule, name)
-		case filemode.Symlink, filemode.Regular, filemode.Executable, filemode.Deprecated:
-			select {
-			case jobs <- job{path: path, mode: e.Mode, hash: e.Hash}:
-			case <-ctx.Done():
-				return ctx.Err()
+		case filemode.Symlink:
+			target, err := x.linkTarget(e.Hash)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			x.links[name] = target
+			x.order = append(x.order, name)
+			if err := x.send(ctx, job{path: dst, mode: e.Mode, hash: e.Hash, target: target}); err != nil {
+				return err
+			}
+		case filemode.Regular, filemode.Executable, filemode.Deprecated:
+			if err := x.send(ctx, job{path: dst, mode: e.Mode, hash: e.Hash}); err != nil {
+				return err
 			}
 		default:
 			return fmt.Errorf("%s has unsupported mode %s", name, e.Mode)
 		}
 	}
+	return nil
+}
+
+func (x *exporter) send(ctx context.Context, j job) error {
+	select {
+	case x.jobs <- j:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// full is the path of a dest-relative name in the whole tree.
+func (x *exporter) full(name string) string {
+	return path.Join(x.prefix, name)
+}
+
+// maxLinkTarget is the longest symlink target the kernel takes (PATH_MAX
+// less the terminating NUL).
+const maxLinkTarget = 4095
+
+func (x *exporter) linkTarget(h plumbing.Hash) (string, error) {
+	b, err := x.readBlob(h, maxLinkTarget+1)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxLinkTarget {
+		return "", errors.New("the symlink's target is longer than a path can be")
+	}
+	if len(b) == 0 || bytes.IndexByte(b, 0) >= 0 {
+		return "", errors.New("the symlink's target is empty or holds a NUL byte")
+	}
+	return string(b), nil
+}
+
+// readBlob reads up to limit+1 bytes of a blob: a caller sees that it was
+// longer than limit by the length.
+func (x *exporter) readBlob(h plumbing.Hash, limit int64) ([]byte, error) {
+	op := "read blob " + h.String()
+	blob, err := x.r.BlobObject(h)
+	if err != nil {
+		return nil, readErr(op, err)
+	}
+	rd, err := blob.Reader()
+	if err != nil {
+		return nil, readErr(op, err)
+	}
+	defer rd.Close()
+	return io.ReadAll(io.LimitReader(&blobReader{r: rd, op: op}, limit+1))
 }
 
 func writeEntry(r *git.Repository, j job) error {
+	if j.mode == filemode.Symlink {
+		return os.Symlink(j.target, j.path)
+	}
 	op := "read blob " + j.hash.String()
 	blob, err := r.BlobObject(j.hash)
 	if err != nil {
@@ -176,13 +274,6 @@ func writeEntry(r *git.Repository, j job) error {
 	// the cache is damaged, unlike the write errors of the copy (a full
 	// disk), which do not.
 	rd := &blobReader{r: brd, op: op}
-	if j.mode == filemode.Symlink {
-		target, err := io.ReadAll(io.LimitReader(rd, 4096))
-		if err != nil {
-			return err
-		}
-		return os.Symlink(string(target), j.path)
-	}
 	perm := os.FileMode(0o644)
 	if j.mode == filemode.Executable {
 		perm = 0o755
