@@ -68,7 +68,28 @@ type Source struct {
 	Commit string // full or short SHA, tag or branch, as written
 	Path   string // subdirectory of the repository to deploy; "" for all
 	SSHKey string // absolute path of a private key; "" for none
+	// Verify, when set, names whose signatures the commit must carry.
+	Verify Verify
 }
+
+// Verify is source.verify: the commit must carry a valid signature from one
+// of the keys in Keyring (armored OpenPGP public keys) or AllowedSigners
+// (ssh-keygen's allowed-signers format, for commits signed with gpg.format
+// ssh). At most one is set; both empty means commits are not verified.
+// Paths are absolute. The files are read when a commit is verified, so a
+// changed keyring takes effect on the next apply.
+//
+//	source:
+//	  verify: {keyring: /etc/reconciler/trusted.asc}
+//	  # or
+//	  verify: {allowed_signers: /etc/reconciler/allowed_signers}
+type Verify struct {
+	Keyring        string
+	AllowedSigners string
+}
+
+// Enabled reports whether commits must be verified.
+func (v Verify) Enabled() bool { return v.Keyring != "" || v.AllowedSigners != "" }
 
 // Shared lists the persistent paths under <root>/shared linked into every release.
 type Shared struct {
