@@ -50,6 +50,9 @@ type Cache struct {
 	// Writers is how many goroutines write exported files; 0 means
 	// DefaultWriters.
 	Writers int
+	// Verify is whose signature a commit must carry to be exported; the
+	// zero Verifier exports any commit.
+	Verify Verifier
 }
 
 // url is the remote for messages: never with its password.
