@@ -81,7 +81,7 @@ func (p *parser) source(n *yaml.Node, s *State) {
 // exist, and the cache reads them when it verifies a commit.
 func (p *parser) verify(n *yaml.Node) Verify {
 	var v Verify
-	seen, errs := 0, len(p.errs)
+	seen, errs, files := 0, len(p.errs), len(p.files)
 	ok := p.fields(n, "source.verify", []string{"keyring", "allowed_signers"}, func(key string, k, val *yaml.Node) {
 		fp := "source.verify." + key
 		seen++
@@ -108,6 +108,7 @@ func (p *parser) verify(n *yaml.Node) Verify {
 	case !ok:
 	case seen > 1:
 		p.fail(n, "source.verify", "give keyring (OpenPGP) or allowed_signers (ssh), not both")
+		p.files = p.files[:files] // which file is meant is not known
 		return Verify{}
 	case seen == 0 && len(p.errs) == errs:
 		// An unknown key (a typo) was reported already.
