@@ -158,7 +158,8 @@ func (g *globals) load() (*desired.State, error) {
 
 func cache(d *desired.State) *gitcache.Cache {
 	l := layout.New(d.Root, d.Link)
-	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir(), AllowExternalSymlinks: d.Source.AllowExternalSymlinks}
+	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir(), AllowExternalSymlinks: d.Source.AllowExternalSymlinks,
+		Verify: gitcache.Verifier{Keyring: d.Source.Verify.Keyring, AllowedSigners: d.Source.Verify.AllowedSigners}}
 }
 
 func validateCmd(g *globals) *cobra.Command {

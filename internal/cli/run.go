@@ -21,6 +21,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/daemon"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/source"
@@ -50,6 +51,9 @@ type runFlags struct {
 	configRepo, configPath, configBranch, configCache, stateDir string
 	poll, grace, runTimeout                                     time.Duration
 	schedule, listen, secretFile, logFormat                     string
+	// verifyKeyring, verifyAllowedSigners: whose signature a config
+	// commit must carry.
+	verifyKeyring, verifyAllowedSigners string
 }
 
 func runCmd(g *globals) *cobra.Command {
@@ -71,6 +75,8 @@ running step finish within --grace.`,
 	fl.StringVar(&f.configBranch, "config-branch", "main", "branch of --config-repo to deploy")
 	fl.StringVar(&f.configCache, "config-cache", "", "where a remote --config-repo is cloned (default: <state-dir>/config-<hash of the URL>)")
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "the daemon's own state (the config repository's clone): $STATE_DIRECTORY, else /var/lib/reconciler")
+	fl.StringVar(&f.verifyKeyring, "config-verify-keyring", "", "armored OpenPGP public keys: a --config-repo commit not signed by one of them is never applied")
+	fl.StringVar(&f.verifyAllowedSigners, "config-verify-allowed-signers", "", "ssh allowed-signers file: a --config-repo commit not signed (gpg.format=ssh) by one of its keys is never applied")
 	fl.DurationVar(&f.poll, "poll", time.Minute, "how often a remote --config-repo is asked for new commits")
 	fl.StringVar(&f.schedule, "schedule", "", "cron spec overriding schedule: in desired.yaml")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9280", "HTTP address for /healthz /readyz /status /metrics /hooks/reconcile; \"\" for none")
@@ -88,6 +94,12 @@ func (f *runFlags) validate(cmd *cobra.Command) error {
 	}
 	if f.configRepo == "" && (f.configPath != "" || cmd.Flags().Changed("config-branch")) {
 		errs = append(errs, errors.New("--config-path and --config-branch need --config-repo"))
+	}
+	if f.configRepo == "" && (f.verifyKeyring != "" || f.verifyAllowedSigners != "") {
+		errs = append(errs, errors.New("--config-verify-keyring and --config-verify-allowed-signers need --config-repo"))
+	}
+	if f.verifyKeyring != "" && f.verifyAllowedSigners != "" {
+		errs = append(errs, errors.New("give --config-verify-keyring or --config-verify-allowed-signers, not both"))
 	}
 	if f.configRepo != "" && cmd.Flags().Changed("file") {
 		errs = append(errs, errors.New("-f and --config-repo are two sources; give one"))
@@ -152,7 +164,11 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 	var src source.Source
 	if f.configRepo != "" {
 		cacheDir := f.configCacheDir()
-		src = &source.Repo{URL: f.configRepo, Path: f.configPath, Branch: f.configBranch, CacheDir: cacheDir, Poll: f.poll, Log: log}
+		verify, err := f.verifier()
+		if err != nil {
+			return err
+		}
+		src = &source.Repo{URL: f.configRepo, Path: f.configPath, Branch: f.configBranch, CacheDir: cacheDir, Poll: f.poll, Log: log, Verify: verify}
 	} else {
 		src = &source.File{Path: g.file, Log: log}
 	}
@@ -211,6 +227,33 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 	}
 	log.Info("daemon stopped")
 	return err
+}
+
+// verifier is what config commits are verified against. The file is read
+// now, so a daemon never starts with a keyring it could not verify with,
+// and again at every commit, so an edited keyring takes effect.
+func (f *runFlags) verifier() (gitcache.Verifier, error) {
+	var v gitcache.Verifier
+	flag, path := "--config-verify-keyring", f.verifyKeyring
+	if f.verifyAllowedSigners != "" {
+		flag, path = "--config-verify-allowed-signers", f.verifyAllowedSigners
+	}
+	if path == "" {
+		return v, nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return v, fmt.Errorf("%s: %w", flag, err)
+	}
+	if f.verifyAllowedSigners != "" {
+		v.AllowedSigners = abs
+	} else {
+		v.Keyring = abs
+	}
+	if err := v.CheckFiles(); err != nil {
+		return v, fmt.Errorf("%s: %w", flag, err)
+	}
+	return v, nil
 }
 
 func describe(f runFlags, file string) string {

@@ -23,6 +23,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/source"
@@ -271,7 +272,17 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	}
 
 	snap, err := d.opts.Source.Load(ctx)
-	if err != nil {
+	var se *gitcache.SignatureError
+	switch {
+	case errors.As(err, &se):
+		// A config commit no trusted key signed: trying it again can't
+		// help, a person must sign it or commit a signed one. The host
+		// is not touched.
+		run.ConfigCommit = se.Commit
+		blocked = fmt.Sprintf("config commit %s refused: %s", se.Commit, se.Reason)
+		fail(KindTerminal, err)
+		return
+	case err != nil:
 		fail(KindTransient, err)
 		return
 	}

@@ -75,7 +75,28 @@ type Source struct {
 	// AllowExternalSymlinks lets the export write symlinks that leave the
 	// release (absolute, or climbing above it); refused by default.
 	AllowExternalSymlinks bool
+	// Verify, when set, names whose signatures the commit must carry.
+	Verify Verify
 }
+
+// Verify is source.verify: the commit must carry a valid signature from one
+// of the keys in Keyring (armored OpenPGP public keys) or AllowedSigners
+// (ssh-keygen's allowed-signers format, for commits signed with gpg.format
+// ssh). At most one is set; both empty means commits are not verified.
+// Paths are absolute. The files are read when a commit is verified, so a
+// changed keyring takes effect on the next apply.
+//
+//	source:
+//	  verify: {keyring: /etc/reconciler/trusted.asc}
+//	  # or
+//	  verify: {allowed_signers: /etc/reconciler/allowed_signers}
+type Verify struct {
+	Keyring        string
+	AllowedSigners string
+}
+
+// Enabled reports whether commits must be verified.
+func (v Verify) Enabled() bool { return v.Keyring != "" || v.AllowedSigners != "" }
 
 // Shared lists the persistent paths under <root>/shared linked into every release.
 type Shared struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -22,6 +23,13 @@ const MaxFileSize = 1 << 20
 
 // Load reads and parses the desired file at path. The path is made absolute
 // first, so a relative root is relative to the file's folder.
+//
+// Load also checks that the files source.verify names exist and are
+// regular files, each a located error otherwise, so `reconciler validate`
+// finds a mistyped keyring path. What is in them is checked when a commit
+// is verified. Parse and ParseAt do no such I/O: the daemon, which parses
+// a file read from a commit, meets a missing keyring as a failed
+// verification.
 func Load(path string) (*State, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -41,23 +49,25 @@ func Load(path string) (*State, error) {
 	}
 	// Errors name the file as the user wrote it; a relative root is
 	// anchored at its real folder.
-	return parse(f, path, filepath.Dir(abs))
+	return parse(f, path, filepath.Dir(abs), true)
 }
 
 // Parse reads a desired file from r. file names it in errors and anchors a
 // relative root or local repository path. Every problem is reported, joined,
 // in file order; each is a *FieldError.
 func Parse(r io.Reader, file string) (*State, error) {
-	return parse(r, file, filepath.Dir(file))
+	return parse(r, file, filepath.Dir(file), false)
 }
 
 // ParseAt is Parse for a file whose name in messages differs from where it
 // is: a file read from a git commit. dir anchors relative paths.
 func ParseAt(r io.Reader, name, dir string) (*State, error) {
-	return parse(r, name, dir)
+	return parse(r, name, dir, false)
 }
 
-func parse(r io.Reader, file, base string) (*State, error) {
+// parse parses; with checkFiles it also checks the files named in the
+// desired file exist.
+func parse(r io.Reader, file, base string, checkFiles bool) (*State, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", file, err)
@@ -92,10 +102,28 @@ func parse(r io.Reader, file, base string) (*State, error) {
 		return nil, joinSorted(p.errs)
 	}
 	s := p.state(doc.Content[0])
+	if checkFiles {
+		for _, f := range p.files {
+			p.checkFile(f)
+		}
+	}
 	if err := joinSorted(p.errs); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkFile reports a named file that is missing or no regular file.
+func (p *parser) checkFile(f namedFile) {
+	fi, err := os.Stat(f.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		p.fail(f.node, f.field, "%s does not exist", f.path)
+	case err != nil:
+		p.fail(f.node, f.field, "%v", err)
+	case !fi.Mode().IsRegular():
+		p.fail(f.node, f.field, "%s is not a regular file", f.path)
+	}
 }
 
 // decode runs the YAML decoder, turning a panic inside it into an error: a

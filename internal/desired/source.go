@@ -13,9 +13,13 @@ import (
 
 func (p *parser) source(n *yaml.Node, s *State) {
 	var haveRepo, haveCommit bool
-	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key", "allow_external_symlinks"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key", "allow_external_symlinks", "verify"}, func(key string, k, v *yaml.Node) {
 		fp := "source." + key
-		if key == "allow_external_symlinks" {
+		switch key {
+		case "verify":
+			s.Source.Verify = p.verify(v)
+			return
+		case "allow_external_symlinks":
 			if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
 				p.fail(v, fp, "must be true or false, got %s", kindName(v))
 				return
@@ -73,6 +77,52 @@ func (p *parser) source(n *yaml.Node, s *State) {
 			p.fail(n, "source.commit", "is required")
 		}
 	}
+}
+
+// verify reads source.verify: exactly one of keyring and allowed_signers,
+// a path relative to the desired file's folder when not absolute.
+//
+//	verify: {keyring: FILE}           # armored OpenPGP public keys
+//	verify: {allowed_signers: FILE}   # ssh-keygen's allowed-signers format
+//
+// The files are not read here (Parse does no I/O); Load checks that they
+// exist, and the cache reads them when it verifies a commit.
+func (p *parser) verify(n *yaml.Node) Verify {
+	var v Verify
+	seen, errs, files := 0, len(p.errs), len(p.files)
+	ok := p.fields(n, "source.verify", []string{"keyring", "allowed_signers"}, func(key string, k, val *yaml.Node) {
+		fp := "source.verify." + key
+		seen++
+		path, ok := p.str(val, fp)
+		if !ok {
+			return
+		}
+		if path == "" || strings.ContainsAny(path, "\x00\n") {
+			p.fail(val, fp, "must be a file path")
+			return
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(p.base, path)
+		}
+		path = filepath.Clean(path)
+		p.files = append(p.files, namedFile{node: val, field: fp, path: path})
+		if key == "keyring" {
+			v.Keyring = path
+		} else {
+			v.AllowedSigners = path
+		}
+	})
+	switch {
+	case !ok:
+	case seen > 1:
+		p.fail(n, "source.verify", "give keyring (OpenPGP) or allowed_signers (ssh), not both")
+		p.files = p.files[:files] // which file is meant is not known
+		return Verify{}
+	case seen == 0 && len(p.errs) == errs:
+		// An unknown key (a typo) was reported already.
+		p.fail(n, "source.verify", "needs keyring (a file of armored OpenPGP public keys) or allowed_signers (an ssh allowed-signers file)")
+	}
+	return v
 }
 
 // repoAddr is a source.repo address read the way git reads it.

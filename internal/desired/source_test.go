@@ -1,6 +1,9 @@
 package desired
 
 import (
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -151,6 +154,90 @@ func TestAllowExternalSymlinks(t *testing.T) {
 			}
 			if s.Source.AllowExternalSymlinks != tt.want {
 				t.Errorf("AllowExternalSymlinks = %v; want %v", s.Source.AllowExternalSymlinks, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseVerify(t *testing.T) {
+	head := "app: a\nroot: /r\nsource:\n  repo: /repo\n  commit: main\n"
+	tests := []struct {
+		name string
+		in   string
+		want Verify
+		errs []string
+	}{
+		{"absent", head, Verify{}, nil},
+		{"null", head + "  verify:\n", Verify{}, nil},
+		{"keyring absolute", head + "  verify: {keyring: /etc/reconciler/trusted.asc}\n", Verify{Keyring: "/etc/reconciler/trusted.asc"}, nil},
+		{"keyring relative to the file's folder", head + "  verify: {keyring: keys/../trusted.asc}\n", Verify{Keyring: "/srv/cfg/trusted.asc"}, nil},
+		{"allowed signers", head + "  verify: {allowed_signers: ./allowed_signers}\n", Verify{AllowedSigners: "/srv/cfg/allowed_signers"}, nil},
+		{"both", head + "  verify: {keyring: k.asc, allowed_signers: a}\n", Verify{}, []string{
+			"d.yaml:6:11: source.verify: give keyring (OpenPGP) or allowed_signers (ssh), not both"}},
+		{"neither", head + "  verify: {}\n", Verify{}, []string{
+			"d.yaml:6:11: source.verify: needs keyring (a file of armored OpenPGP public keys) or allowed_signers (an ssh allowed-signers file)"}},
+		{"a string", head + "  verify: /etc/k.asc\n", Verify{}, []string{
+			"d.yaml:6:11: source.verify: must be a mapping, got a string"}},
+		{"unknown key", head + "  verify: {keyrnig: k.asc}\n", Verify{}, []string{
+			`d.yaml:6:12: source.verify.keyrnig: unknown key "keyrnig" (did you mean "keyring"?)`}},
+		{"empty path", head + "  verify: {keyring: \"\"}\n", Verify{}, []string{
+			"d.yaml:6:21: source.verify.keyring: must be a file path"}},
+		{"a list", head + "  verify: {allowed_signers: [a]}\n", Verify{}, []string{
+			"d.yaml:6:29: source.verify.allowed_signers: must be a string, got a list"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Parse(strings.NewReader(tt.in), "/srv/cfg/d.yaml")
+			var got []string
+			for _, fe := range Errors(err) {
+				got = append(got, strings.TrimPrefix(fe.Error(), "/srv/cfg/"))
+			}
+			if !reflect.DeepEqual(got, tt.errs) {
+				t.Fatalf("errors:\n got %q\nwant %q", got, tt.errs)
+			}
+			if err == nil && s.Source.Verify != tt.want {
+				t.Errorf("got %+v, want %+v", s.Source.Verify, tt.want)
+			}
+		})
+	}
+}
+
+// Load, unlike Parse, checks that a verify file exists, so validate
+// points at the line that names a missing one.
+func TestLoadVerifyFileMissing(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "trusted.asc"), []byte("keys"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "adir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	head := "app: a\nroot: host\nsource:\n  repo: ./app\n  commit: main\n"
+	tests := []struct {
+		name, verify, want string
+	}{
+		{"present", "{keyring: trusted.asc}", ""},
+		{"missing", "{keyring: nosuch.asc}", "d.yaml:6:21: source.verify.keyring: " + filepath.Join(dir, "nosuch.asc") + " does not exist"},
+		{"a directory", "{allowed_signers: adir}", "d.yaml:6:29: source.verify.allowed_signers: " + filepath.Join(dir, "adir") + " is not a regular file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := head + "  verify: " + tt.verify + "\n"
+			path := filepath.Join(dir, "d.yaml")
+			if err := os.WriteFile(path, []byte(in), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			got := ""
+			if err != nil {
+				got = strings.TrimPrefix(err.Error(), dir+"/")
+			}
+			if got != tt.want {
+				t.Errorf("Load: %q, want %q", got, tt.want)
+			}
+			// Parse reads nothing but the file.
+			if _, err := Parse(strings.NewReader(in), path); err != nil {
+				t.Errorf("Parse: %v", err)
 			}
 		})
 	}

@@ -19,6 +19,15 @@ type parser struct {
 	file string
 	base string // the folder relative paths are relative to
 	errs []*FieldError
+	// files are the paths the file names that Load checks exist.
+	files []namedFile
+}
+
+// namedFile is a path read from the desired file, with where it was.
+type namedFile struct {
+	node  *yaml.Node
+	field string
+	path  string
 }
 
 func (p *parser) errorf(line, col int, field, format string, args ...any) {

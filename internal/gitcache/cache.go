@@ -53,6 +53,9 @@ type Cache struct {
 	// AllowExternalSymlinks lets Export write symlinks that lead out of
 	// the release (source.allow_external_symlinks); refused otherwise.
 	AllowExternalSymlinks bool
+	// Verify is whose signature a commit must carry to be exported; the
+	// zero Verifier exports any commit.
+	Verify Verifier
 }
 
 // url is the remote for messages: never with its password.

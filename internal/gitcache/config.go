@@ -27,6 +27,9 @@ type ConfigRepo struct {
 	Branch   string
 	CacheDir string // the bare clone of a remote repository
 	Local    bool
+	// Verify is whose signature a commit must carry to be read; see
+	// VerifyCommit.
+	Verify Verifier
 }
 
 var configRefSpec = config.RefSpec("+refs/heads/*:refs/heads/*")

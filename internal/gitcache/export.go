@@ -43,6 +43,10 @@ type job struct {
 // dest, which must exist: regular files with their executable bit, and
 // symlinks; no .git.
 //
+// With Verify set, a commit without a signature Verify accepts is refused
+// before anything is written: a *Error, not transient, wrapping a
+// *SignatureError.
+//
 // One goroutine walks the tree and makes the directories; workers read the
 // blobs and write the files. go-git's repository is not safe for use from
 // several goroutines (go-git issues #48, #773), so each worker opens its
@@ -58,6 +62,11 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
 		return readErr("export "+sha, fmt.Errorf("read commit: %w", err))
+	}
+	if c.Verify.Enabled() {
+		if err := c.Verify.check(c.Verify.op(), commit); err != nil {
+			return err
+		}
 	}
 	tree, err := commit.Tree()
 	if err != nil {

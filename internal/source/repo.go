@@ -27,6 +27,9 @@ type configGit interface {
 	RemoteHead(ctx context.Context) (string, error)
 	// ReadFile reads a file of a commit, at most limit bytes.
 	ReadFile(ctx context.Context, sha, path string, limit int64) ([]byte, error)
+	// VerifyCommit checks the commit's signature; nil when nothing is
+	// to be verified.
+	VerifyCommit(ctx context.Context, sha string) error
 }
 
 var _ configGit = (*gitcache.ConfigRepo)(nil)
@@ -43,6 +46,9 @@ type Repo struct {
 	// Poll is how often a remote repository is asked for its branch.
 	Poll time.Duration
 	Log  *zap.Logger
+	// Verify is whose signature the tip commit must carry; the zero
+	// Verifier takes any commit.
+	Verify gitcache.Verifier
 }
 
 // Local reports whether the repository is a path on this host, read in
@@ -58,10 +64,12 @@ func (r *Repo) Local() bool {
 func (r *Repo) localPath() string { return r.URL }
 
 func (r *Repo) git() configGit {
-	return &gitcache.ConfigRepo{URL: r.URL, Branch: r.Branch, CacheDir: r.CacheDir, Local: r.Local()}
+	return &gitcache.ConfigRepo{URL: r.URL, Branch: r.Branch, CacheDir: r.CacheDir, Local: r.Local(), Verify: r.Verify}
 }
 
-// Load reads the file at the tip of the branch.
+// Load reads the file at the tip of the branch. With Verify set, a tip
+// commit without a signature it accepts is not read: the error wraps a
+// *gitcache.SignatureError naming the commit, and needs a person.
 func (r *Repo) Load(ctx context.Context) (*Snapshot, error) {
 	g := r.git()
 	if err := g.Fetch(ctx); err != nil {
@@ -69,6 +77,9 @@ func (r *Repo) Load(ctx context.Context) (*Snapshot, error) {
 	}
 	sha, err := g.Head(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.VerifyCommit(ctx, sha); err != nil {
 		return nil, err
 	}
 	b, err := g.ReadFile(ctx, sha, r.Path, desired.MaxFileSize+1)

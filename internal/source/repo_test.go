@@ -2,6 +2,7 @@ package source
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
@@ -146,5 +148,42 @@ func testWatchRecreated(t *testing.T, bare bool) {
 	}
 	if logs.FilterMessage("watched path vanished; waiting for it to be created again").Len() == 0 {
 		t.Errorf("the loss of the repository was not logged: %v", logs.All())
+	}
+}
+
+// With Verify, only a signed tip commit is read: an unsigned one is an
+// error that names it, in place or from a clone.
+func TestRepoLoadVerifies(t *testing.T) {
+	ctx := context.Background()
+	key := testgit.NewSSHKey(t, "ops")
+	allowed := filepath.Join(t.TempDir(), "allowed_signers")
+	if err := os.WriteFile(allowed, []byte("ops@example.com "+key.Line+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testgit.New(t)
+	cfg.Write("d.yaml", "app: a\n")
+	signed := cfg.CommitSigned("signed", key)
+	v := gitcache.Verifier{AllowedSigners: allowed}
+	for _, tt := range []struct {
+		name string
+		repo *Repo
+	}{
+		{"local", &Repo{URL: cfg.Dir, Path: "d.yaml", Branch: "main", Verify: v}},
+		{"remote", &Repo{URL: "file://" + cfg.Dir, Path: "d.yaml", Branch: "main", CacheDir: filepath.Join(t.TempDir(), "cfg"), Verify: v}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg.Git("reset", "-q", "--hard", signed)
+			s, err := tt.repo.Load(ctx)
+			if err != nil || s.Commit != signed {
+				t.Fatalf("signed: %+v, %v", s, err)
+			}
+			cfg.Write("d.yaml", "app: b\n")
+			unsigned := cfg.Commit("unsigned")
+			s, err = tt.repo.Load(ctx)
+			var se *gitcache.SignatureError
+			if s != nil || !errors.As(err, &se) || se.Commit != unsigned || se.Reason != gitcache.ReasonUnsigned {
+				t.Fatalf("unsigned: %+v, %v", s, err)
+			}
+		})
 	}
 }
