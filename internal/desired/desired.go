@@ -55,6 +55,10 @@ type Check struct {
 	Body     string // HTTP: the body must contain this, after ${VAR} expansion
 	Timeout  time.Duration
 	Interval time.Duration
+	// Failures is how many wrong answers in a row (a status outside 2xx or
+	// expect, a body without body, a command's non-zero exit) fail the
+	// check before its timeout: waiting does not cure a deterministic 500.
+	Failures int
 }
 
 // Name is how a check is called in messages: "http http://127.0.0.1/health".
@@ -64,6 +68,7 @@ func (c Check) Name() string { return c.Kind + " " + c.Target }
 const (
 	DefaultCheckTimeout  = 30 * time.Second
 	DefaultCheckInterval = time.Second
+	DefaultCheckFailures = 3
 )
 
 // Source says where the application's code comes from.

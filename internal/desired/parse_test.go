@@ -273,6 +273,7 @@ health:
     body: "${RECONCILER_COMMIT}"
     timeout: 10s
     interval: 200ms
+    failures: 1
   - command: venv/bin/python manage.py check --deploy
 `
 	s, err := Parse(strings.NewReader(src), "d.yaml")
@@ -280,8 +281,8 @@ health:
 		t.Fatal(err)
 	}
 	want := []Check{
-		{Kind: "http", Target: "http://127.0.0.1:8000/health", Expect: 200, Body: "${RECONCILER_COMMIT}", Timeout: 10 * time.Second, Interval: 200 * time.Millisecond},
-		{Kind: "command", Target: "venv/bin/python manage.py check --deploy", Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval},
+		{Kind: "http", Target: "http://127.0.0.1:8000/health", Expect: 200, Body: "${RECONCILER_COMMIT}", Timeout: 10 * time.Second, Interval: 200 * time.Millisecond, Failures: 1},
+		{Kind: "command", Target: "venv/bin/python manage.py check --deploy", Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval, Failures: DefaultCheckFailures},
 	}
 	if !reflect.DeepEqual(s.Health, want) {
 		t.Errorf("health:\n got %+v\nwant %+v", s.Health, want)
@@ -299,6 +300,7 @@ health:
 		"health:\n  - {http: \"http://x\", expect: 700}\n": "d.yaml:5:32: health[0].expect: must be between 100 and 599, got 700",
 		"health:\n  - {command: x, body: y}\n":             "d.yaml:5:5: health[0]: expect and body are for http checks",
 		"health:\n  - {command: x, timeout: forever}\n":    `d.yaml:5:27: health[0].timeout: invalid duration "forever": write it like 90s, 5m or 1h30m`,
+		"health:\n  - {command: x, failures: 0}\n":         "d.yaml:5:28: health[0].failures: must be between 1 and 1000, got 0",
 	}
 	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n"
 	for in, want := range bad {
