@@ -33,6 +33,9 @@ type State struct {
 	Migrate  *Step // nil when there is no migration
 	Services []Service
 	Health   []Check // checked after the services acted; all must pass
+	// Preflight, when set, starts the new release on a loopback port and
+	// checks it before the switch; nil when absent.
+	Preflight *Preflight
 	Schedule string  // cron spec; "" when absent
 	// RunAs is the user build steps, the migration and command health
 	// checks run as; "" for the reconciler's own user. A step's RunAs

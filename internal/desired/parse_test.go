@@ -324,3 +324,46 @@ func TestRunAsFillsSteps(t *testing.T) {
 		t.Errorf("run_as: top %q, steps %q %q, migrate %q", d.RunAs, d.Build[0].RunAs, d.Build[1].RunAs, d.Migrate.RunAs)
 	}
 }
+
+func TestParsePreflight(t *testing.T) {
+	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\nrun_as: deploy\n"
+	src := head + `preflight:
+  run: venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} app.wsgi
+  health:
+    - http: http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health
+  timeout: 30s
+`
+	d, err := Parse(strings.NewReader(src), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Preflight{Run: "venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} app.wsgi",
+		Health: []Check{{Kind: "http", Target: "http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health", Timeout: DefaultCheckTimeout,
+			Interval: DefaultCheckInterval, Failures: DefaultCheckFailures}},
+		Timeout: 30 * time.Second, RunAs: "deploy"}
+	if !reflect.DeepEqual(d.Preflight, want) {
+		t.Errorf("preflight:\n got %+v\nwant %+v", d.Preflight, want)
+	}
+	// A preflight does not change what the build produces.
+	without, _ := Parse(strings.NewReader(head), "d.yaml")
+	if without.Preflight != nil || without.Fingerprint() != d.Fingerprint() {
+		t.Errorf("preflight changes the build fingerprint, or is set without the key")
+	}
+
+	bad := map[string]string{
+		"preflight: {health: [{tcp: \"a:1\"}]}\n":                       "d.yaml:5:12: preflight.run: is required",
+		"preflight: {run: x}\n":                                         "d.yaml:5:12: preflight.health: is required",
+		"preflight: {run: x, health: []}\n":                             "d.yaml:5:29: preflight.health: needs at least one check: a preflight without checks proves nothing",
+		"preflight: {run: \" \", health: [{tcp: \"a:1\"}]}\n":           "d.yaml:5:18: preflight.run: must not be empty",
+		"preflight: {run: x, health: [{tcp: a}]}\n":                     `d.yaml:5:36: preflight.health[0].tcp: "a" is not host:port`,
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], timeout: 1ms}\n": "d.yaml:5:54: preflight.timeout: must be between 1s and 1h0m0s, got 1ms",
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], port: 1}\n":      `d.yaml:5:45: preflight.port: unknown key "port"; known keys: run, health, timeout`,
+		"build: [{name: preflight, run: x}]\n":                          `d.yaml:5:16: build[0].name: "preflight" is the name of one of the reconciler's own steps`,
+	}
+	for in, want := range bad {
+		_, err := Parse(strings.NewReader(head+in), "d.yaml")
+		if fes := Errors(err); len(fes) != 1 || fes[0].Error() != want {
+			t.Errorf("%q:\n got %v\nwant %s", in, err, want)
+		}
+	}
+}
