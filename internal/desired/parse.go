@@ -146,7 +146,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "health", "schedule", "run_as", "preflight"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
