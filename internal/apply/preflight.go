@@ -127,11 +127,25 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		}
 		return &stepFailure{msg: msg, output: tail, err: runErr}
 	case checkErr != nil:
+		msg := fmt.Sprintf("the new release on %s: %v", where, checkErr)
 		var he *health.Error
-		if tail == "" && errors.As(checkErr, &he) {
-			tail = he.Output
+		if errors.As(checkErr, &he) {
+			if tail == "" {
+				tail = he.Output
+			}
+			// The step is described by its checks: name the check only
+			// when there are several.
+			which := "its check"
+			if len(s.Checks) > 1 {
+				which = he.Check
+			}
+			attempts := "1 attempt"
+			if he.Attempts != 1 {
+				attempts = strconv.Itoa(he.Attempts) + " attempts"
+			}
+			msg = fmt.Sprintf("the new release on %s failed %s after %s: %s", where, which, attempts, he.Last)
 		}
-		return &stepFailure{msg: fmt.Sprintf("the new release on %s: %v", where, checkErr), output: tail, err: checkErr}
+		return &stepFailure{msg: msg, output: tail, err: checkErr}
 	}
 	return nil
 }

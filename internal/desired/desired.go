@@ -36,7 +36,7 @@ type State struct {
 	// Preflight, when set, starts the new release on a loopback port and
 	// checks it before the switch; nil when absent.
 	Preflight *Preflight
-	Schedule string  // cron spec; "" when absent
+	Schedule  string // cron spec; "" when absent
 	// RunAs is the user build steps, the migration and command health
 	// checks run as; "" for the reconciler's own user. A step's RunAs
 	// overrides it (and is filled from it when absent).
