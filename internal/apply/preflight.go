@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/health"
 	"github.com/reconciler-dev/reconciler/internal/plan"
@@ -73,14 +74,16 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 	checkCtx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
 	checked := make(chan error, 1)
+	var passed []string // read once checked has sent: notes are told from this goroutine, as the view expects
 	go func() {
 		k := &health.Checker{Runner: e.Runner, Dir: dir, Env: env, User: s.RunAs}
 		for _, c := range s.Checks {
+			start := time.Now()
 			if err := k.Run(checkCtx, c); err != nil {
 				checked <- err
 				return
 			}
-			e.View.Note(s, "passed "+c.Name())
+			passed = append(passed, fmt.Sprintf("passed %s (%s)", c.Name(), round(time.Since(start))))
 		}
 		checked <- nil
 	}()
@@ -102,6 +105,9 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		early = true
 		cancel()
 		<-checked
+	}
+	for _, n := range passed {
+		e.View.Note(s, n)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()
