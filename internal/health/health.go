@@ -70,7 +70,7 @@ func Backoff(n int, interval time.Duration) time.Duration {
 const attemptTimeout = 5 * time.Second
 
 // commandGrace is how long a command check has after SIGTERM before
-// SIGKILL. Its attempt ends this much before the check's deadline, so the
+// SIGKILL (a tenth of the check's timeout when that is shorter). Its attempt ends this much before the check's deadline, so the
 // check is over at its timeout even when the command ignores SIGTERM.
 const commandGrace = 100 * time.Millisecond
 
@@ -173,13 +173,15 @@ func (k *Checker) once(ctx context.Context, c desired.Check, expand func(string)
 	case desired.CheckCommand:
 		// The runner sends SIGTERM at the attempt's deadline and SIGKILL a
 		// grace later: both must fall within the check's timeout.
+		// A short check keeps most of its time for the command.
+		grace := max(min(commandGrace, c.Timeout/10), time.Millisecond) // 0 would be the runner's default, 5 s
 		end := time.Now().Add(limit)
-		if d, ok := ctx.Deadline(); ok && d.Add(-commandGrace).Before(end) {
-			end = d.Add(-commandGrace)
+		if d, ok := ctx.Deadline(); ok && d.Add(-grace).Before(end) {
+			end = d.Add(-grace)
 		}
 		actx, cancel := context.WithDeadline(ctx, end)
 		defer cancel()
-		r := runner.Runner{KillGrace: commandGrace}
+		r := runner.Runner{KillGrace: grace}
 		if k.Runner != nil {
 			r.Log = k.Runner.Log
 		}
