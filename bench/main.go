@@ -10,6 +10,8 @@
 // export: the commit of a generated 10,000-file, ~100 MB repository written
 // into a directory, against `git archive | tar -x`; and the peak RSS.
 // clone: the first fetch into the cache, against `git clone --mirror`.
+// health: a health check refusing a deterministic 500, against the old
+// behaviour (retried until its 30 s timeout).
 package main
 
 import (
@@ -33,7 +35,7 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon")
+	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health")
 	flag.Parse()
 	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10}
 	if *quick {
@@ -46,11 +48,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon"} {
+	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon", "health"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health}[name]()
 	}
 }
 

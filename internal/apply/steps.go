@@ -37,7 +37,7 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		return e.Git.Fetch(ctx)
 	case plan.Create:
 		return e.create(s)
-	case plan.Export, plan.Shared, plan.Build, plan.Migrate:
+	case plan.Export, plan.Shared, plan.Build, plan.Migrate, plan.Preflight:
 		return e.releaseStep(ctx, p, s)
 	case plan.Switch:
 		err = e.switchLink(s)
@@ -127,6 +127,10 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		err = e.export(ctx, s)
 	case plan.Shared:
 		err = e.linkShared(s)
+	case plan.Preflight:
+		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
+			err = e.preflight(ctx, p, s)
+		}
 	default:
 		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
 			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), true))

@@ -47,12 +47,21 @@ var cwdTimeout = 15 * time.Second
 
 // verify checks that the step's release serves: the services' processes
 // run from it, then the checks, in order.
+//
+// The step's budget is its longest check timeout (cwdTimeout when it has no
+// checks): the wait for the services' processes and every check end within
+// it, so a check with timeout: 15s is over in 15 s, not after another 15 s
+// of waiting for old workers first.
 func (e *executor) verify(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	budget := stepBudget(s.Checks)
+	deadline := e.Now().Add(budget)
 	for _, svc := range s.Services {
-		if err := e.checkCwd(ctx, p, s, svc); err != nil {
+		if err := e.checkCwd(ctx, p, s, svc, deadline); err != nil {
 			return err
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
 	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(s.Release), Env: e.env(p, s.Release, s.Commit), User: s.RunAs}
 	for _, c := range s.Checks {
 		start := e.Now()
@@ -64,6 +73,19 @@ func (e *executor) verify(ctx context.Context, p *plan.Plan, s plan.Step) error 
 	return nil
 }
 
+// stepBudget is how long a health step may take in all: its longest
+// check timeout, or cwdTimeout when it has no checks.
+func stepBudget(checks []desired.Check) time.Duration {
+	if len(checks) == 0 {
+		return cwdTimeout
+	}
+	var b time.Duration
+	for _, c := range checks {
+		b = max(b, c.Timeout)
+	}
+	return b
+}
+
 func round(d time.Duration) time.Duration {
 	if d > time.Second {
 		return d.Round(10 * time.Millisecond)
@@ -72,11 +94,15 @@ func round(d time.Duration) time.Duration {
 }
 
 // checkCwd waits until the service's main process and its children run
-// from the release. A process still in another release is serving old
-// code: the classic failure of a reload of an app server that resolved
-// the link once, at start. A process outside every release is not judged.
-func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service) error {
+// from the release, until budget or cwdTimeout, whichever comes first. A
+// process still in another release is serving old code: the classic
+// failure of a reload of an app server that resolved the link once, at
+// start. A process outside every release is not judged.
+func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service, budget time.Time) error {
 	deadline := e.Now().Add(cwdTimeout)
+	if budget.Before(deadline) {
+		deadline = budget
+	}
 	var last string
 	for {
 		pl, err := procs.Where(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit), e.l.ReleasesDir())

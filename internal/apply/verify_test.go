@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +19,12 @@ import (
 
 // withHealth adds a global command check that passes only for commits
 // without a BROKEN file, like a /health that answers 500 in a bad release.
+// Its non-zero exit is a wrong answer: the check fails after three, long
+// before its timeout, which is generous so a busy machine passes a good
+// release.
 func withHealth(d *desired.State) *desired.State {
 	d.Health = []desired.Check{{Kind: desired.CheckCommand, Target: "test ! -f BROKEN || { echo 'health: 500' >&2; exit 1; }",
-		Timeout: 300 * time.Millisecond, Interval: 50 * time.Millisecond}}
+		Timeout: time.Minute, Interval: 50 * time.Millisecond}}
 	return d
 }
 
@@ -253,5 +257,46 @@ func TestPruneSparesReleaseInUse(t *testing.T) {
 	h.mustApply(h.desired(h.commit("v4")))
 	if _, err := os.Stat(h.l.ReleaseDir(old)); err == nil {
 		t.Error("once the process is gone, the release should be pruned")
+	}
+}
+
+// The wait for a reloaded service's processes ends with the health step's
+// budget (its longest check timeout), not after cwdTimeout: timeout bounds
+// the whole step, whatever it waits on.
+func TestCwdWaitEndsWithTheStepBudget(t *testing.T) {
+	h := newHost(t)
+	pidfile := filepath.Join(h.root, "shared", "app.pid")
+	start := `pid=$(cat ` + pidfile + ` 2>/dev/null) && kill $pid 2>/dev/null; cd "$RECONCILER_ROOT/current" && (sleep 300 >/dev/null 2>&1 & echo $! > ` + pidfile + `)`
+	svc := func(d *desired.State, action string) *desired.State {
+		d.Services = []desired.Service{{Name: "app", Manager: "command", Action: action, Restart: start, Reload: "true",
+			PIDFile: "shared/app.pid", Timeout: time.Minute,
+			Health: []desired.Check{{Kind: "command", Target: "true", Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond, Failures: 1}}}}
+		return d
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidfile); err == nil {
+			var pid int
+			for _, c := range strings.TrimSpace(string(b)) {
+				pid = pid*10 + int(c-'0')
+			}
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	old := cwdTimeout
+	cwdTimeout = time.Hour
+	t.Cleanup(func() { cwdTimeout = old })
+	h.mustApply(svc(h.desired(h.commit("v1")), "restart"))
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := h.apply(context.Background(), svc(h.desired(h.commit("v2")), "reload"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !strings.Contains(fmt.Sprint(err), "service app still runs from the old release after reload") {
+			t.Fatalf("got %v; want the stale process named", err)
+		}
+	case <-time.After(time.Minute): // far beyond the 300ms budget on any machine
+		t.Fatal("the wait for the service's processes outlived the step's budget by far")
 	}
 }

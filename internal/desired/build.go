@@ -12,7 +12,7 @@ import (
 var stepRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 // stepNames the reconciler uses itself, so a build step cannot take them.
-var stepNames = []string{"export", "shared", "migrate"}
+var stepNames = []string{"export", "shared", "migrate", "preflight"}
 
 func (p *parser) build(n *yaml.Node, s *State) {
 	seen := map[string]int{}

@@ -13,10 +13,10 @@ func (p *parser) checks(n *yaml.Node, path string) []Check {
 	var out []Check
 	p.list(n, path, func(i int, v *yaml.Node) {
 		fp := fmt.Sprintf("%s[%d]", path, i)
-		c := Check{Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval}
+		c := Check{Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval, Failures: DefaultCheckFailures}
 		nerr := len(p.errs)
 		var kinds []string
-		if !p.fields(v, fp, []string{"http", "tcp", "command", "expect", "body", "timeout", "interval"}, func(key string, k, val *yaml.Node) {
+		if !p.fields(v, fp, []string{"http", "tcp", "command", "expect", "body", "timeout", "interval", "failures"}, func(key string, k, val *yaml.Node) {
 			kp := fp + "." + key
 			switch key {
 			case "http", "tcp", "command":
@@ -45,6 +45,10 @@ func (p *parser) checks(n *yaml.Node, path string) []Check {
 			case "timeout":
 				if d, ok := p.duration(val, kp, 100*time.Millisecond, time.Hour); ok {
 					c.Timeout = d
+				}
+			case "failures":
+				if n, ok := p.int(val, kp, 1, 1000); ok {
+					c.Failures = n
 				}
 			case "interval":
 				if d, ok := p.duration(val, kp, 10*time.Millisecond, time.Hour); ok {

@@ -33,7 +33,10 @@ type State struct {
 	Migrate  *Step // nil when there is no migration
 	Services []Service
 	Health   []Check // checked after the services acted; all must pass
-	Schedule string  // cron spec; "" when absent
+	// Preflight, when set, starts the new release on a loopback port and
+	// checks it before the switch; nil when absent.
+	Preflight *Preflight
+	Schedule  string // cron spec; "" when absent
 	// RunAs is the user build steps, the migration and command health
 	// checks run as; "" for the reconciler's own user. A step's RunAs
 	// overrides it (and is filled from it when absent).
@@ -55,6 +58,10 @@ type Check struct {
 	Body     string // HTTP: the body must contain this, after ${VAR} expansion
 	Timeout  time.Duration
 	Interval time.Duration
+	// Failures is how many wrong answers in a row (a status outside 2xx or
+	// expect, a body without body, a command's non-zero exit) fail the
+	// check before its timeout: waiting does not cure a deterministic 500.
+	Failures int
 }
 
 // Name is how a check is called in messages: "http http://127.0.0.1/health".
@@ -64,6 +71,7 @@ func (c Check) Name() string { return c.Kind + " " + c.Target }
 const (
 	DefaultCheckTimeout  = 30 * time.Second
 	DefaultCheckInterval = time.Second
+	DefaultCheckFailures = 3
 )
 
 // Source says where the application's code comes from.

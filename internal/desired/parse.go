@@ -174,7 +174,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "services", "health", "schedule", "run_as"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -228,6 +228,8 @@ func (p *parser) state(n *yaml.Node) *State {
 			s.Schedule = p.schedule(v, key)
 		case "run_as":
 			s.RunAs = p.userName(v, key)
+		case "preflight":
+			p.preflight(v, s)
 		}
 	})
 	if !ok {
@@ -242,6 +244,9 @@ func (p *parser) state(n *yaml.Node) *State {
 	}
 	if s.Migrate != nil && s.Migrate.RunAs == "" {
 		s.Migrate.RunAs = s.RunAs
+	}
+	if s.Preflight != nil {
+		s.Preflight.RunAs = s.RunAs
 	}
 	for _, req := range []struct {
 		have bool

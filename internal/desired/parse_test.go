@@ -100,7 +100,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing required", "link: x\n", []string{
 			"d.yaml:1:1: app: is required", "d.yaml:1:1: root: is required", "d.yaml:1:1: source: is required"}},
 		{"unknown key with suggestion", head + "kepe: 3\n", []string{`d.yaml:4:1: kepe: unknown key "kepe" (did you mean "keep"?)`}},
-		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, services, health, schedule, run_as`}},
+		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, preflight, services, health, schedule, run_as`}},
 		{"run_as bad", head + "run_as: Deploy User\n", []string{`d.yaml:4:9: run_as: "Deploy User" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
 		{"step run_as bad", head + "build: [{name: a, run: x, run_as: \"-x\"}]\n", []string{`d.yaml:4:35: build[0].run_as: "-x" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
 		{"duplicate key", head + "app: b\n", []string{"d.yaml:4:1: app: duplicate key (first at line 1)"}},
@@ -273,6 +273,7 @@ health:
     body: "${RECONCILER_COMMIT}"
     timeout: 10s
     interval: 200ms
+    failures: 1
   - command: venv/bin/python manage.py check --deploy
 `
 	s, err := Parse(strings.NewReader(src), "d.yaml")
@@ -280,8 +281,8 @@ health:
 		t.Fatal(err)
 	}
 	want := []Check{
-		{Kind: "http", Target: "http://127.0.0.1:8000/health", Expect: 200, Body: "${RECONCILER_COMMIT}", Timeout: 10 * time.Second, Interval: 200 * time.Millisecond},
-		{Kind: "command", Target: "venv/bin/python manage.py check --deploy", Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval},
+		{Kind: "http", Target: "http://127.0.0.1:8000/health", Expect: 200, Body: "${RECONCILER_COMMIT}", Timeout: 10 * time.Second, Interval: 200 * time.Millisecond, Failures: 1},
+		{Kind: "command", Target: "venv/bin/python manage.py check --deploy", Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval, Failures: DefaultCheckFailures},
 	}
 	if !reflect.DeepEqual(s.Health, want) {
 		t.Errorf("health:\n got %+v\nwant %+v", s.Health, want)
@@ -299,6 +300,7 @@ health:
 		"health:\n  - {http: \"http://x\", expect: 700}\n": "d.yaml:5:32: health[0].expect: must be between 100 and 599, got 700",
 		"health:\n  - {command: x, body: y}\n":             "d.yaml:5:5: health[0]: expect and body are for http checks",
 		"health:\n  - {command: x, timeout: forever}\n":    `d.yaml:5:27: health[0].timeout: invalid duration "forever": write it like 90s, 5m or 1h30m`,
+		"health:\n  - {command: x, failures: 0}\n":         "d.yaml:5:28: health[0].failures: must be between 1 and 1000, got 0",
 	}
 	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n"
 	for in, want := range bad {
@@ -320,5 +322,48 @@ func TestRunAsFillsSteps(t *testing.T) {
 	}
 	if d.RunAs != "deploy" || d.Build[0].RunAs != "deploy" || d.Build[1].RunAs != "root" || d.Migrate.RunAs != "deploy" {
 		t.Errorf("run_as: top %q, steps %q %q, migrate %q", d.RunAs, d.Build[0].RunAs, d.Build[1].RunAs, d.Migrate.RunAs)
+	}
+}
+
+func TestParsePreflight(t *testing.T) {
+	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\nrun_as: deploy\n"
+	src := head + `preflight:
+  run: venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} app.wsgi
+  health:
+    - http: http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health
+  timeout: 30s
+`
+	d, err := Parse(strings.NewReader(src), "d.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Preflight{Run: "venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} app.wsgi",
+		Health: []Check{{Kind: "http", Target: "http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health", Timeout: DefaultCheckTimeout,
+			Interval: DefaultCheckInterval, Failures: DefaultCheckFailures}},
+		Timeout: 30 * time.Second, RunAs: "deploy"}
+	if !reflect.DeepEqual(d.Preflight, want) {
+		t.Errorf("preflight:\n got %+v\nwant %+v", d.Preflight, want)
+	}
+	// A preflight does not change what the build produces.
+	without, _ := Parse(strings.NewReader(head), "d.yaml")
+	if without.Preflight != nil || without.Fingerprint() != d.Fingerprint() {
+		t.Errorf("preflight changes the build fingerprint, or is set without the key")
+	}
+
+	bad := map[string]string{
+		"preflight: {health: [{tcp: \"a:1\"}]}\n":                       "d.yaml:5:12: preflight.run: is required",
+		"preflight: {run: x}\n":                                         "d.yaml:5:12: preflight.health: is required",
+		"preflight: {run: x, health: []}\n":                             "d.yaml:5:29: preflight.health: needs at least one check: a preflight without checks proves nothing",
+		"preflight: {run: \" \", health: [{tcp: \"a:1\"}]}\n":           "d.yaml:5:18: preflight.run: must not be empty",
+		"preflight: {run: x, health: [{tcp: a}]}\n":                     `d.yaml:5:36: preflight.health[0].tcp: "a" is not host:port`,
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], timeout: 1ms}\n": "d.yaml:5:54: preflight.timeout: must be between 1s and 1h0m0s, got 1ms",
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], port: 1}\n":      `d.yaml:5:45: preflight.port: unknown key "port"; known keys: run, health, timeout`,
+		"build: [{name: preflight, run: x}]\n":                          `d.yaml:5:16: build[0].name: "preflight" is the name of one of the reconciler's own steps`,
+	}
+	for in, want := range bad {
+		_, err := Parse(strings.NewReader(head+in), "d.yaml")
+		if fes := Errors(err); len(fes) != 1 || fes[0].Error() != want {
+			t.Errorf("%q:\n got %v\nwant %s", in, err, want)
+		}
 	}
 }

@@ -1,5 +1,7 @@
 // Package health runs health checks: an HTTP request, a TCP connection or
-// a command, retried every interval until it passes or its timeout ends.
+// a command, tried at once, then again after 50 ms doubling up to its
+// interval, until it passes, the app answers wrongly `failures` times in a
+// row, or its timeout ends.
 package health
 
 import (
@@ -44,7 +46,47 @@ type Checker struct {
 	Client *http.Client
 }
 
-// Run runs c until it passes, its timeout ends or ctx is done.
+// firstBackoff is the wait before the second attempt; it doubles up to the
+// check's interval. A server that is up in 80 ms is seen in 80 ms, not in
+// a second.
+const firstBackoff = 50 * time.Millisecond
+
+// Backoff is the wait before attempt n (counted from 1): none before the
+// first, then 50 ms doubling, capped at interval.
+func Backoff(n int, interval time.Duration) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := firstBackoff
+	for i := 2; i < n && d < interval; i++ {
+		d *= 2
+	}
+	return min(d, interval)
+}
+
+// attemptTimeout bounds one attempt, so an attempt that hangs (a server
+// that accepts and never answers) is tried again while the check has time.
+// It is generous: a cold first request of a real app may take seconds.
+const attemptTimeout = 5 * time.Second
+
+// commandGrace is how long a command check has after SIGTERM before
+// SIGKILL (a tenth of the check's timeout when that is shorter). Its attempt ends this much before the check's deadline, so the
+// check is over at its timeout even when the command ignores SIGTERM.
+const commandGrace = 100 * time.Millisecond
+
+// wrongAnswer is an attempt the app itself answered, wrongly: an HTTP
+// status it should not give, a body without what it must contain, a
+// command check that exited non-zero. Unlike "not up yet" (refused,
+// reset, 502/503/504 from a proxy, no answer in time), it is not cured by
+// waiting: `failures` of them in a row fail the check at once.
+type wrongAnswer struct{ err error }
+
+func (w *wrongAnswer) Error() string { return w.err.Error() }
+func (w *wrongAnswer) Unwrap() error { return w.err }
+
+// Run runs c until it passes, the app answers wrongly c.Failures times in
+// a row, its timeout ends or ctx is done. The timeout bounds the whole
+// check: every attempt ends by then, whatever it waits on.
 func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 	env := map[string]string{}
 	for _, kv := range k.Env {
@@ -54,9 +96,17 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 	}
 	expand := func(s string) string { return os.Expand(s, func(v string) string { return env[v] }) }
 	deadline := time.Now().Add(c.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	failures := c.Failures
+	if failures <= 0 {
+		failures = desired.DefaultCheckFailures
+	}
 	e := &Error{Check: c.Name()}
+	wrong := 0
 	for {
 		e.Attempts++
 		err := k.once(ctx, c, expand)
@@ -65,37 +115,82 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 		}
 		// An attempt cut short by the overall deadline only says "deadline
 		// exceeded"; the attempt before it saw what is actually wrong.
-		if ctx.Err() == nil || e.Last == "" {
+		cutShort := ctx.Err() != nil || !time.Now().Before(deadline)
+		if !cutShort || e.Last == "" {
 			e.Last, e.Output = err.Error(), ""
 			var re *runner.Error
 			if errors.As(err, &re) {
 				e.Last, e.Output = re.Summary(), re.Tail
 			}
 		}
-		if ctx.Err() != nil || time.Until(deadline) < c.Interval {
+		if errors.As(err, new(*wrongAnswer)) {
+			wrong++
+		} else {
+			wrong = 0
+		}
+		if wrong >= failures {
+			return e
+		}
+		wait := Backoff(e.Attempts+1, c.Interval)
+		if cutShort || time.Until(deadline) <= wait {
 			return e
 		}
 		select {
 		case <-ctx.Done():
 			return e
-		case <-time.After(c.Interval):
+		case <-time.After(wait):
 		}
 	}
 }
 
+// once runs one attempt with its own deadline, no later than ctx's.
 func (k *Checker) once(ctx context.Context, c desired.Check, expand func(string) string) error {
+	limit := attemptTimeout
+	if c.Interval > limit {
+		limit = c.Interval
+	}
 	switch c.Kind {
 	case desired.CheckHTTP:
-		return k.http(ctx, c, expand)
+		actx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
+		err := k.http(actx, c, expand)
+		switch {
+		case err == nil || errors.As(err, new(*wrongAnswer)) || actx.Err() == nil:
+			return err
+		case ctx.Err() == nil:
+			return fmt.Errorf("no answer within %s", limit)
+		}
+		return fmt.Errorf("no answer within the check's timeout (%s)", c.Timeout)
 	case desired.CheckTCP:
+		actx, cancel := context.WithTimeout(ctx, limit)
+		defer cancel()
 		var d net.Dialer
-		conn, err := d.DialContext(ctx, "tcp", c.Target)
+		conn, err := d.DialContext(actx, "tcp", c.Target)
 		if err != nil {
 			return err
 		}
 		return conn.Close()
 	case desired.CheckCommand:
-		return k.Runner.Run(ctx, runner.Command{Name: "health " + c.Target, Script: c.Target, Dir: k.Dir, Env: k.Env, Contain: true, User: k.User})
+		// The runner sends SIGTERM at the attempt's deadline and SIGKILL a
+		// grace later: both must fall within the check's timeout.
+		// A short check keeps most of its time for the command.
+		grace := max(min(commandGrace, c.Timeout/10), time.Millisecond) // 0 would be the runner's default, 5 s
+		end := time.Now().Add(limit)
+		if d, ok := ctx.Deadline(); ok && d.Add(-grace).Before(end) {
+			end = d.Add(-grace)
+		}
+		actx, cancel := context.WithDeadline(ctx, end)
+		defer cancel()
+		r := runner.Runner{KillGrace: grace}
+		if k.Runner != nil {
+			r.Log = k.Runner.Log
+		}
+		err := r.Run(actx, runner.Command{Name: "health " + c.Target, Script: c.Target, Dir: k.Dir, Env: k.Env, Contain: true, User: k.User})
+		var re *runner.Error
+		if errors.As(err, &re) && re.ExitCode > 0 {
+			return &wrongAnswer{err}
+		}
+		return err
 	}
 	return fmt.Errorf("unknown check kind %q", c.Kind)
 }
@@ -131,12 +226,22 @@ func (k *Checker) http(ctx context.Context, c desired.Check, expand func(string)
 		ok = resp.StatusCode == c.Expect
 	}
 	if !ok {
-		return fmt.Errorf("status %d: %s", resp.StatusCode, snippet(body))
+		err := fmt.Errorf("status %d: %s", resp.StatusCode, snippet(body))
+		if notUpYet(resp.StatusCode) {
+			return err // a proxy in front of an app that is not up yet
+		}
+		return &wrongAnswer{err}
 	}
 	if want := expand(c.Body); want != "" && !strings.Contains(string(body), want) {
-		return fmt.Errorf("status %d, but the body does not contain %q: %s", resp.StatusCode, want, snippet(body))
+		return &wrongAnswer{fmt.Errorf("status %d, but the body does not contain %q: %s", resp.StatusCode, want, snippet(body))}
 	}
 	return nil
+}
+
+// notUpYet reports whether an HTTP status is a proxy saying the app
+// behind it does not answer yet: bad gateway, unavailable, gateway timeout.
+func notUpYet(status int) bool {
+	return status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
 }
 
 func snippet(b []byte) string {

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,25 +45,32 @@ func TestChecks(t *testing.T) {
 	ln.Close()
 	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir(), Env: []string{"PATH=/usr/bin:/bin", "RECONCILER_COMMIT=abc123"}}
 	c := func(kind, target string) desired.Check {
-		return desired.Check{Kind: kind, Target: target, Timeout: 500 * time.Millisecond, Interval: 20 * time.Millisecond}
+		// Generous: a check that passes or is answered wrongly ends long
+		// before it, so a busy machine does not fail it.
+		return desired.Check{Kind: kind, Target: target, Timeout: time.Minute, Interval: 20 * time.Millisecond, Failures: desired.DefaultCheckFailures}
 	}
+	// A check against what is not up runs until its timeout.
+	short := func(c desired.Check) desired.Check { c.Timeout = 500 * time.Millisecond; return c }
 	tests := []struct {
 		name  string
 		check desired.Check
 		want  string // "" passes; else a substring of the error
+		// wrong: the app answered wrongly, so the check fails after
+		// exactly Failures attempts; otherwise it retries until timeout.
+		wrong bool
 	}{
-		{"http 2xx", c("http", srv.URL+"/health"), ""},
-		{"http body expands", func() desired.Check { x := c("http", srv.URL+"/health"); x.Body = "${RECONCILER_COMMIT}"; return x }(), ""},
-		{"http body missing", func() desired.Check { x := c("http", srv.URL+"/health"); x.Body = "v2"; return x }(), `the body does not contain "v2": ok abc123`},
-		{"http retried until up", c("http", srv.URL+"/slow-start"), ""},
-		{"http 500", c("http", srv.URL+"/broken"), "status 500: Internal Server Error: boom"},
-		{"http expect", func() desired.Check { x := c("http", srv.URL+"/created"); x.Expect = 201; return x }(), ""},
-		{"http expect mismatch", func() desired.Check { x := c("http", srv.URL+"/health"); x.Expect = 201; return x }(), "status 200"},
-		{"http refused", c("http", "http://"+closed+"/"), "connection refused"},
-		{"tcp open", c("tcp", strings.TrimPrefix(srv.URL, "http://")), ""},
-		{"tcp refused", c("tcp", closed), "connection refused"},
-		{"command ok", c("command", "test -n \"$RECONCILER_COMMIT\""), ""},
-		{"command fails", c("command", "echo not ready >&2; exit 2"), "exited with status 2"},
+		{"http 2xx", c("http", srv.URL+"/health"), "", false},
+		{"http body expands", func() desired.Check { x := c("http", srv.URL+"/health"); x.Body = "${RECONCILER_COMMIT}"; return x }(), "", false},
+		{"http body missing", func() desired.Check { x := c("http", srv.URL+"/health"); x.Body = "v2"; return x }(), `the body does not contain "v2": ok abc123`, true},
+		{"http retried until up", c("http", srv.URL+"/slow-start"), "", false},
+		{"http 500", c("http", srv.URL+"/broken"), "status 500: Internal Server Error: boom", true},
+		{"http expect", func() desired.Check { x := c("http", srv.URL+"/created"); x.Expect = 201; return x }(), "", false},
+		{"http expect mismatch", func() desired.Check { x := c("http", srv.URL+"/health"); x.Expect = 201; return x }(), "status 200", true},
+		{"http refused", short(c("http", "http://"+closed+"/")), "connection refused", false},
+		{"tcp open", c("tcp", strings.TrimPrefix(srv.URL, "http://")), "", false},
+		{"tcp refused", short(c("tcp", closed)), "connection refused", false},
+		{"command ok", c("command", "test -n \"$RECONCILER_COMMIT\""), "", false},
+		{"command fails", c("command", "echo not ready >&2; exit 2"), "exited with status 2", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +86,15 @@ func TestChecks(t *testing.T) {
 			if !errors.As(err, &he) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v; want %q", err, tt.want)
 			}
+			if tt.check.Kind == "command" && he.Output != "not ready" {
+				t.Errorf("the command's output is %q; want it kept apart from the message", he.Output)
+			}
+			if tt.wrong {
+				if he.Attempts != desired.DefaultCheckFailures {
+					t.Errorf("gave up after %d attempts; want %d wrong answers in a row", he.Attempts, desired.DefaultCheckFailures)
+				}
+				return
+			}
 			if he.Attempts < 2 {
 				t.Errorf("gave up after %d attempt", he.Attempts)
 			}
@@ -83,9 +102,6 @@ func TestChecks(t *testing.T) {
 			// machine takes to give up is the benchmark's business.)
 			if d := time.Since(start); d < 400*time.Millisecond {
 				t.Errorf("failed after %s; the timeout is 500ms", d)
-			}
-			if tt.check.Kind == "command" && he.Output != "not ready" {
-				t.Errorf("the command's output is %q; want it kept apart from the message", he.Output)
 			}
 		})
 	}
@@ -116,5 +132,180 @@ func TestCutShortAttemptKeepsCause(t *testing.T) {
 	}
 	if he.Attempts != 2 {
 		t.Errorf("attempts = %d, want 2", he.Attempts)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		n        int
+		interval time.Duration
+		want     time.Duration
+	}{
+		{1, time.Second, 0}, // the first attempt at once
+		{2, time.Second, 50 * ms},
+		{3, time.Second, 100 * ms},
+		{4, time.Second, 200 * ms},
+		{5, time.Second, 400 * ms},
+		{6, time.Second, 800 * ms},
+		{7, time.Second, time.Second}, // capped at the interval
+		{50, time.Second, time.Second},
+		{2, 20 * ms, 20 * ms}, // an interval shorter than the first step
+		{3, 150 * ms, 100 * ms},
+		{4, 150 * ms, 150 * ms},
+	}
+	for _, tt := range tests {
+		if got := Backoff(tt.n, tt.interval); got != tt.want {
+			t.Errorf("Backoff(%d, %s) = %s, want %s", tt.n, tt.interval, got, tt.want)
+		}
+	}
+}
+
+// check is a check that would wait long if it waited for its timeout:
+// a test that passes only when the check decides early cannot pass by
+// being slow.
+func check(kind, target string, failures int) desired.Check {
+	return desired.Check{Kind: kind, Target: target, Timeout: time.Minute, Interval: 20 * time.Millisecond, Failures: failures}
+}
+
+// A deterministic 500 is refused after exactly `failures` attempts, not
+// retried until the timeout.
+func TestWrongAnswerFailsEarly(t *testing.T) {
+	for _, failures := range []int{1, 2, 3, 5} {
+		var hits atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			http.Error(w, "Internal Server Error: boom", http.StatusInternalServerError)
+		}))
+		k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir()}
+		err := k.Run(context.Background(), check("http", srv.URL+"/health", failures))
+		srv.Close()
+		var he *Error
+		if !errors.As(err, &he) || he.Attempts != failures || int(hits.Load()) != failures {
+			t.Fatalf("failures %d: got %v after %d requests; want a failure after exactly %d", failures, err, hits.Load(), failures)
+		}
+		if !strings.Contains(err.Error(), "status 500: Internal Server Error: boom") {
+			t.Errorf("error %q does not say what the app answered", err)
+		}
+	}
+}
+
+// A command check that exits non-zero answered wrongly too.
+func TestCommandExitFailsEarly(t *testing.T) {
+	dir := t.TempDir()
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}}
+	err := k.Run(context.Background(), check("command", "echo x >> attempts; echo broken; exit 1", 2))
+	var he *Error
+	if !errors.As(err, &he) || he.Attempts != 2 || he.Output != "broken" {
+		t.Fatalf("got %v (%+v); want a failure after 2 attempts with its output", err, he)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "attempts"))
+	if n := strings.Count(string(b), "x"); n != 2 {
+		t.Errorf("the command ran %d times, want 2", n)
+	}
+}
+
+// 502, 503 and 504 are a proxy saying the app is not up yet: retried past
+// `failures`, and the check passes once the app answers.
+func TestNotUpYetIsRetried(t *testing.T) {
+	for _, status := range []int{http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout} {
+		var hits atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if hits.Add(1) <= 6 {
+				http.Error(w, "starting", status)
+				return
+			}
+			w.Write([]byte("ok"))
+		}))
+		k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir()}
+		err := k.Run(context.Background(), check("http", srv.URL+"/health", 2))
+		srv.Close()
+		if err != nil || hits.Load() != 7 {
+			t.Errorf("status %d: got %v after %d requests; want a pass on the 7th", status, err, hits.Load())
+		}
+	}
+}
+
+// A refused connection is "not up yet": the check passes once the server
+// listens. The server starts only after the checker saw a refusal.
+func TestRefusedThenUp(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	refused := make(chan struct{})
+	var once sync.Once
+	dialer := &net.Dialer{}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, a)
+			if err != nil {
+				once.Do(func() { close(refused) })
+			}
+			return c, err
+		}}}
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir(), Client: client}
+	done := make(chan error, 1)
+	go func() { done <- k.Run(context.Background(), check("http", "http://"+addr+"/health", 1)) }()
+	<-refused
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A server that accepts and never answers fails the check at its timeout:
+// the one attempt ends with the check, and the error says why.
+func TestNoAnswerFailsAtTimeout(t *testing.T) {
+	var hits atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir()}
+	c := check("http", srv.URL+"/health", 3)
+	c.Timeout = 300 * time.Millisecond
+	err := k.Run(context.Background(), c)
+	var he *Error
+	if !errors.As(err, &he) || he.Attempts != 1 || hits.Load() != 1 {
+		t.Fatalf("got %v after %d requests; want one attempt", err, hits.Load())
+	}
+	if want := "failed after 1 attempt: no answer within the check's timeout (300ms)"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q; want %q", err, want)
+	}
+}
+
+// A command check that ignores SIGTERM is killed within the check's
+// timeout: the check does not wait for the runner's usual grace.
+func TestCommandEndsWithinTimeout(t *testing.T) {
+	dir := t.TempDir()
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t), KillGrace: time.Hour}, Dir: dir, Env: []string{"PATH=/usr/bin:/bin"}}
+	c := check("command", "trap '' TERM; while :; do sleep 0.05; done", 3)
+	c.Timeout = 500 * time.Millisecond
+	done := make(chan error, 1)
+	go func() { done <- k.Run(context.Background(), c) }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Minute): // far beyond any slow machine
+		t.Fatal("the check outlived its timeout by far: it waited for the runner's grace")
+	}
+	var he *Error
+	if !errors.As(err, &he) || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("got %v; want the check timed out", err)
 	}
 }

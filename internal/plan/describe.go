@@ -25,6 +25,11 @@ func Describe(s Step) string {
 		return "release " + s.Release
 	case Health:
 		return s.Detail
+	case Preflight:
+		if s.RunAs != "" {
+			return s.Detail + " (as " + s.RunAs + ")"
+		}
+		return s.Detail
 	case Fail:
 		return "release " + s.Release + " at step " + s.Name
 	}

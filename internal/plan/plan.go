@@ -23,11 +23,14 @@ const (
 	Shared  Action = "shared"  // link the shared paths into the release
 	Build   Action = "build"   // run a build step in the release
 	Migrate Action = "migrate" // run the migration
-	Switch  Action = "switch"  // point the link at the release
-	Service Action = "service" // restart or reload a service
-	Health  Action = "health"  // verify the linked release serves
-	Fail    Action = "fail"    // record a release failed after its switch
-	Prune   Action = "prune"   // delete a release
+	// Preflight starts the new release on a loopback port and checks it,
+	// before the switch.
+	Preflight Action = "preflight"
+	Switch    Action = "switch"  // point the link at the release
+	Service   Action = "service" // restart or reload a service
+	Health    Action = "health"  // verify the linked release serves
+	Fail      Action = "fail"    // record a release failed after its switch
+	Prune     Action = "prune"   // delete a release
 )
 
 // Symbol is the mark a step gets in the human rendering.
@@ -39,7 +42,7 @@ func (a Action) Symbol() string {
 		return "~"
 	case Prune:
 		return "-"
-	case Health:
+	case Health, Preflight:
 		return "?"
 	case Fail:
 		return "!"
@@ -51,7 +54,7 @@ func (a Action) Symbol() string {
 // completion is recorded in the release, and the last one completes it.
 func (a Action) IsReleaseStep() bool {
 	switch a {
-	case Export, Shared, Build, Migrate:
+	case Export, Shared, Build, Migrate, Preflight:
 		return true
 	}
 	return false
@@ -78,8 +81,9 @@ type Step struct {
 	Detail  string `json:"detail,omitempty"`  // e.g. the service action, the link target
 	Reason  string `json:"reason"`
 
-	// Run is the shell command of a build step, the migration or a
-	// service action, run with Timeout.
+	// Run is the shell command of a build step, the migration, a service
+	// action or the preflight's server, run with Timeout (the preflight's:
+	// the whole of it, its checks included).
 	Run     string        `json:"run,omitempty"`
 	Timeout time.Duration `json:"timeout_ns,omitempty"`
 	// RunAs is the user a build step, the migration or a health step's
@@ -102,7 +106,7 @@ type Step struct {
 	Path   string       `json:"path,omitempty"`   // export: the subdirectory of the repository
 	Shared *SharedPaths `json:"shared,omitempty"` // shared: what to link
 	// Health: the services whose processes must run from the release, and
-	// the checks that must pass, in order.
+	// the checks that must pass, in order. Preflight: its checks.
 	Services []desired.Service `json:"-"`
 	Checks   []desired.Check   `json:"-"`
 	// Fail: what is recorded.
@@ -477,6 +481,14 @@ func HealthDetail(d *desired.State) string {
 	return strings.Join(parts, ", ")
 }
 
+func checkNames(cs []desired.Check) string {
+	var parts []string
+	for _, c := range cs {
+		parts = append(parts, c.Name())
+	}
+	return strings.Join(parts, ", ")
+}
+
 func commitOf(a *actual.State, name string) string {
 	if r := a.Release(name); r != nil && r.Record != nil {
 		return " (commit " + layout.Short(r.Record.Commit) + ")"
@@ -526,9 +538,10 @@ func findTarget(a *actual.State, commit, fp string) *actual.Release {
 
 // Names of the reconciler's own release steps, as recorded.
 const (
-	StepExport  = "export"
-	StepShared  = "shared"
-	StepMigrate = "migrate"
+	StepExport    = "export"
+	StepShared    = "shared"
+	StepMigrate   = "migrate"
+	StepPreflight = "preflight"
 )
 
 // ReleaseSteps lists the steps that build a release of d, in order, as
@@ -554,6 +567,13 @@ func ReleaseSteps(d *desired.State) []Step {
 	}
 	if d.Migrate != nil {
 		add(Migrate, *d.Migrate)
+	}
+	if pf := d.Preflight; pf != nil {
+		// Last: the release is checked as it will be linked, migrated.
+		// Recorded like a build step, so a resumed apply does not start
+		// it again once it passed.
+		out = append(out, Step{Action: Preflight, Name: StepPreflight, Run: pf.Run, Timeout: pf.Timeout, RunAs: pf.RunAs,
+			Fingerprint: pf.Fingerprint(), Checks: pf.Health, Detail: checkNames(pf.Health)})
 	}
 	return out
 }

@@ -203,6 +203,35 @@ func TestMakeGolden(t *testing.T) {
 			},
 		},
 		{
+			name: "upgrade_with_preflight",
+			d:    func(t *testing.T) *desired.State { return withPreflight(t, desiredState(t, shaB[:8], 5)) },
+			a: func(d *desired.State) *actual.State {
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete)},
+					Commit:   inCache(shaB)}
+			},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Preflight, Switch, Service, Service, Health},
+		},
+		{
+			name: "retry_failed_preflight",
+			d:    func(t *testing.T) *desired.State { return withPreflight(t, desiredState(t, shaB[:8], 5)) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Failed)
+				steps := ReleaseSteps(d)
+				for _, st := range steps[:len(steps)-1] {
+					b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint})
+				}
+				b.Record.Failure = &record.Failure{Step: "preflight", Error: "health check http http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health failed after 3 attempts: status 500", At: t0}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo("20261119T100000Z-aaaaaaaa"),
+					Host:     &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+					Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b},
+					Commit:   inCache(shaB)}
+			},
+			opts:  Options{Retry: true},
+			steps: []Action{Preflight, Switch, Service, Service, Health},
+		},
+		{
 			name: "services_pending_after_interrupted_switch",
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {
@@ -479,5 +508,51 @@ func TestRootWithoutRunAsWarns(t *testing.T) {
 		if has(p) != tt.want {
 			t.Errorf("as root %v, run_as %q: warning %v, want %v", tt.asRoot, tt.runAs, has(p), tt.want)
 		}
+	}
+}
+
+func withPreflight(t *testing.T, d *desired.State) *desired.State {
+	t.Helper()
+	src := `app: shop
+root: /srv/shop
+source: {repo: /git/shop, commit: main}
+preflight:
+  run: venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} shop.wsgi
+  health:
+    - http: http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health
+  timeout: 30s
+`
+	pd, err := desired.Parse(strings.NewReader(src), "/srv/desired.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Preflight = pd.Preflight
+	return d
+}
+
+// A preflight that passed is recorded: a resumed apply does not start the
+// release again, and a preflight added or changed later does not rebuild
+// a release (it is not part of the build's fingerprint).
+func TestPassedPreflightIsNotRepeated(t *testing.T) {
+	d := withPreflight(t, desiredState(t, shaB[:8], 5))
+	b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Building)
+	for _, st := range ReleaseSteps(d) {
+		b.Record.Steps = append(b.Record.Steps, record.Step{Name: st.Name, Fingerprint: st.Fingerprint})
+	}
+	a := &actual.State{Link: linkedTo("20261119T100000Z-aaaaaaaa"), Host: &record.Host{Linked: "20261119T100000Z-aaaaaaaa", ServicesDone: true, Verified: true},
+		Releases: []actual.Release{rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete), b}, Commit: inCache(shaB)}
+	p, err := Make(d, a, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) == 0 || p.Steps[0].Action != Switch || p.Steps[0].Before != record.Built {
+		t.Fatalf("a release whose preflight passed is not preflighted again: %+v", p.Steps)
+	}
+	// Without the preflight step recorded, it is the one step left, and
+	// it completes the release.
+	b.Record.Steps = b.Record.Steps[:len(b.Record.Steps)-1]
+	p, _ = Make(d, a, Options{})
+	if len(p.Steps) == 0 || p.Steps[0].Action != Preflight || !p.Steps[0].Completes || p.Steps[0].Run != d.Preflight.Run || len(p.Steps[0].Checks) != 1 {
+		t.Fatalf("want the preflight, carrying its run and checks, to complete the release: %+v", p.Steps)
 	}
 }

@@ -114,6 +114,7 @@ func Summary(p *plan.Plan) string {
 	add(plan.Shared, "shared-paths link", "shared-paths links")
 	add(plan.Build, "build step", "build steps")
 	add(plan.Migrate, "migration", "migrations")
+	add(plan.Preflight, "preflight", "preflights")
 	add(plan.Switch, "switch", "switches")
 	add(plan.Fail, "failure to record", "failures to record")
 	add(plan.Service, "service action", "service actions")

@@ -1,0 +1,177 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+// preflightServer is the app a preflight starts: it serves /health from
+// the release, answers 500 when the release holds BROKEN, ignores SIGTERM
+// when it holds IGNORE_TERM, and writes its pid and its child's pid (a
+// worker it forked) to shared/.
+const preflightServer = `import http.server, os, signal, subprocess, sys
+if os.path.exists("IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+shared = os.environ["RECONCILER_SHARED"]
+child = subprocess.Popen(["sleep", "300"])
+open(os.path.join(shared, "preflight.pids"), "w").write("%d %d\n" % (os.getpid(), child.pid))
+version = open("VERSION").read().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if os.path.exists("BROKEN"):
+            print("Traceback (most recent call last):\nImportError: boom in " + version, file=sys.stderr, flush=True)
+            self.send_response(500); self.end_headers(); self.wfile.write(b"Server Error (500)")
+            return
+        self.send_response(200); self.end_headers(); self.wfile.write(("ok " + version).encode())
+print("listening on", os.environ["RECONCILER_PREFLIGHT_PORT"], flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["RECONCILER_PREFLIGHT_PORT"])), H).serve_forever()
+`
+
+func (h *host) withPreflight(d *desired.State) *desired.State {
+	h.t.Helper()
+	if err := os.WriteFile(filepath.Join(h.root, "shared", "server.py"), []byte(preflightServer), 0o644); err != nil {
+		h.t.Fatal(err)
+	}
+	d.Preflight = &desired.Preflight{Run: `exec /usr/bin/python3 -u "$RECONCILER_SHARED/server.py"`, Timeout: time.Minute,
+		Health: []desired.Check{{Kind: desired.CheckHTTP, Target: "http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health", Body: "ok",
+			Timeout: time.Minute, Interval: 100 * time.Millisecond, Failures: desired.DefaultCheckFailures}}}
+	return d
+}
+
+// gone waits until every pid the preflight's server wrote is gone (or a
+// zombie): nothing it started outlives the preflight.
+func (h *host) serverGone() {
+	h.t.Helper()
+	b, err := os.ReadFile(filepath.Join(h.root, "shared", "preflight.pids"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		// SIGKILL was sent before the apply returned; its delivery is the
+		// kernel's business: wait for it, generously.
+		for end := time.Now().Add(30 * time.Second); alive(pid); {
+			if time.Now().After(end) {
+				h.t.Fatalf("pid %d the preflight started is still running", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses; Z is a zombie.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && len(s) > i+2 {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+func TestPreflightPasses(t *testing.T) {
+	h := newHost(t)
+	res, _ := h.mustApply(h.withPreflight(h.desired(h.commit("v1"))))
+	var actions []string
+	for _, s := range res.Plan.Steps {
+		actions = append(actions, string(s.Action))
+	}
+	if got := strings.Join(actions, " "); !strings.Contains(got, "migrate preflight switch") {
+		t.Errorf("steps %s; want the preflight between the migration and the switch", got)
+	}
+	rec := h.record(h.linked())
+	if rec.State != record.Complete || !rec.Done(plan.StepPreflight, h.withPreflight(h.desired(h.commit("v1"))).Preflight.Fingerprint()) {
+		t.Errorf("record: %+v; want complete with the preflight recorded", rec)
+	}
+	h.serverGone()
+	// Converged: the preflight is not run again.
+	res, _ = h.mustApply(h.withPreflight(h.desired(rec.Commit)))
+	if res.Plan.Changes() {
+		t.Errorf("a converged host plans %+v", res.Plan.Steps)
+	}
+}
+
+// A release whose server answers 500 fails at step preflight, before the
+// link moves: the broken code never answers a user.
+func TestPreflightRefusesBrokenRelease(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(h.withPreflight(h.desired(h.commit("v1"))))
+	good := h.linked()
+	res, _, err := h.apply(context.Background(), h.withPreflight(h.desired(h.commit("v2", "BROKEN"))))
+	if err == nil {
+		t.Fatal("a release whose preflight answers 500 was applied")
+	}
+	if h.linked() != good {
+		t.Fatalf("the link moved to %s", h.linked())
+	}
+	for _, s := range res.Steps {
+		if s.Action == plan.Switch || s.Action == plan.Service {
+			t.Errorf("%s ran after a failed preflight", s.Action)
+		}
+	}
+	if n := len(h.lines("restarts")); n != 1 {
+		t.Errorf("services restarted %d times; want once, for v1", n)
+	}
+	rec := h.record(res.Release)
+	if rec.State != record.Failed || rec.Failure == nil || rec.Failure.Step != "preflight" {
+		t.Fatalf("record: %+v; want failed at step preflight", rec)
+	}
+	if !strings.Contains(rec.Failure.Error, "status 500: Server Error (500)") || !strings.Contains(rec.Failure.Output, "ImportError: boom in v2") {
+		t.Errorf("failure: %q\noutput: %q; want the 500 and the server's output", rec.Failure.Error, rec.Failure.Output)
+	}
+	h.serverGone()
+	// Not retried in a loop: the next apply is blocked.
+	_, _, err = h.apply(context.Background(), h.withPreflight(h.desired(rec.Commit)))
+	if !errors.As(err, new(*BlockedError)) {
+		t.Errorf("second apply: %v; want blocked", err)
+	}
+}
+
+// A port taken between the pick and the server's bind fails the
+// preflight with a message that says so.
+func TestPreflightPortInUse(t *testing.T) {
+	h := newHost(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // never accepts: a check against it would hang
+	port := ln.Addr().(*net.TCPAddr).Port
+	old := preflightPort
+	preflightPort = func() (int, error) { return port, nil }
+	t.Cleanup(func() { preflightPort = old })
+	res, _, err := h.apply(context.Background(), h.withPreflight(h.desired(h.commit("v1"))))
+	want := "port " + strconv.Itoa(port) + " on 127.0.0.1 is in use by another process"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v; want %q", err, want)
+	}
+	rec := h.record(res.Release)
+	if rec.Failure == nil || rec.Failure.Step != "preflight" || !strings.Contains(rec.Failure.Output, "Address already in use") {
+		t.Errorf("failure %+v; want the server's bind error in the record", rec.Failure)
+	}
+	if _, err := os.Lstat(h.l.LinkPath()); err == nil {
+		t.Error("the link was made for a release that failed its preflight")
+	}
+}
+
+// A server that ignores SIGTERM is killed after the grace, with what it
+// started: nothing is left running.
+func TestPreflightKillsServerIgnoringTerm(t *testing.T) {
+	h := newHost(t)
+	h.mustApply(h.withPreflight(h.desired(h.commit("v1", "IGNORE_TERM"))), func(o *Options) { o.Runner.KillGrace = 100 * time.Millisecond })
+	h.serverGone()
+}
