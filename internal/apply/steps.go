@@ -102,8 +102,9 @@ func (e *executor) create(s plan.Step) error {
 		return err
 	}
 	// The record directory is the reconciler's alone, even when a build
-	// step runs as another user (run_as).
-	if err := os.MkdirAll(filepath.Join(stage, layout.RecordDirName, "logs"), 0o700); err != nil {
+	// step runs as another user (run_as) — but readable by the group the
+	// operator gave the state directory, if any (see fsx.FileMode).
+	if err := e.makeRecordDir(filepath.Join(stage, layout.RecordDirName)); err != nil {
 		return err
 	}
 	rec := &record.Release{Name: s.Release, App: e.Desired.App, Commit: s.Commit, Fingerprint: s.Fingerprint,
@@ -115,6 +116,31 @@ func (e *executor) create(s plan.Step) error {
 		return err
 	}
 	return fsx.SyncDir(e.l.ReleasesDir())
+}
+
+// makeRecordDir makes a release's record directory (and its logs folder)
+// with the state directory's group and group-read bit, so the group an
+// operator named there (chgrp adm .reconciler; chmod 2750) reads releases'
+// records and logs too; 0700 otherwise.
+func (e *executor) makeRecordDir(dir string) error {
+	mode, gid := os.FileMode(0o700), -1
+	if fi, err := os.Stat(e.l.StateDir()); err == nil && fi.Mode().Perm()&0o040 != 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			mode, gid = 0o750|os.ModeSetgid, int(st.Gid)
+		}
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "logs")} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			return err
+		}
+		if err := os.Lchown(d, -1, gid); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, mode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // releaseStep runs a step that builds the release and records it done —
@@ -343,7 +369,7 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 		// A retried step starts a fresh log; the failed attempt's output
 		// is in the history's record of it. Output may hold secrets: the
 		// log is the reconciler's alone.
-		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+		f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, fsx.FileMode(filepath.Dir(logPath)))
 		if err != nil {
 			return err
 		}

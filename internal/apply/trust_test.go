@@ -203,3 +203,25 @@ func TestForeignRepositoryIsNotAdopted(t *testing.T) {
 		t.Errorf("the foreign repository was changed:\n%s", after)
 	}
 }
+
+// A group the operator names on the state directory (chgrp; chmod 2750)
+// may read records, history and logs: 0640 and 0750, never wider.
+func TestRecordsReadableByTheGroupTheOperatorNames(t *testing.T) {
+	_, gid := attacker(t)
+	h := newHost(t)
+	os.MkdirAll(h.l.StateDir(), 0o700)
+	os.Chown(h.l.StateDir(), -1, gid)
+	os.Chmod(h.l.StateDir(), 0o750|os.ModeSetgid)
+	h.mustApply(h.desired(h.commit("v1")))
+	rel := h.linked()
+	for p, want := range map[string]os.FileMode{h.l.HistoryFile(): 0o640, h.l.HostFile(): 0o640, h.l.RecordFile(rel): 0o640,
+		h.l.StepLog(rel, "count"): 0o640, h.l.RecordDir(rel): 0o750} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want || int(fi.Sys().(*syscall.Stat_t).Gid) != gid {
+			t.Errorf("%s: %s group %d; want %s group %d", p, fi.Mode().Perm(), fi.Sys().(*syscall.Stat_t).Gid, want, gid)
+		}
+	}
+}

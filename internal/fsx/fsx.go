@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 )
 
 // WriteFileAtomic replaces path with data so that a reader, or a crash at
@@ -24,7 +26,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Chmod(perm); err != nil {
+	if err := f.Chmod(perm &^ umask()); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -99,3 +101,11 @@ func tempLinkPrefix(link string) string {
 
 // TempLinkGlob matches the temporary links SwitchLink makes for link.
 func TempLinkGlob(link string) string { return tempLinkPrefix(link) + "*" }
+
+// umask is the process's file mode creation mask. It is read by setting it
+// and putting it back, once: the reconciler never changes it.
+var umask = sync.OnceValue(func() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+})

@@ -52,10 +52,16 @@ func checkInfo(path string, fi fs.FileInfo) error {
 	if euid := os.Geteuid(); uid != euid && uid != 0 {
 		return &UnsafeDirError{Path: path, Why: fmt.Sprintf("it is owned by %s, mode %s; it must be owned by %s or root", userName(uid), fi.Mode(), userName(euid))}
 	}
-	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
-		return &UnsafeDirError{Path: path, Why: fmt.Sprintf("it is writable by group or others (owner %s, mode %s); run chmod go-w on it", userName(uid), fi.Mode())}
+	perm := fi.Mode().Perm()
+	if perm&0o020 != 0 && perm&0o002 == 0 && fi.Mode()&fs.ModeSetgid != 0 {
+		// g+ws: a shared-group directory set up on purpose (chmod 2775):
+		// the operator opted in to trusting that group.
+		return nil
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
+	if perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+		return &UnsafeDirError{Path: path, Why: fmt.Sprintf("it is writable by group or others (owner %s, mode %s); run chmod go-w on it (or chmod 2775 to trust its group)", userName(uid), fi.Mode())}
+	}
+	if perm&0o022 != 0 {
 		// Sticky (like /tmp): others may add entries, and so plant one
 		// where the reconciler expects its own.
 		return &UnsafeDirError{Path: path, Why: fmt.Sprintf("others may create entries in it (owner %s, mode %s); use a directory only %s can write in", userName(uid), fi.Mode(), userName(os.Geteuid()))}
@@ -82,6 +88,17 @@ func EnsureDir(path string, perm os.FileMode) error {
 		return err
 	}
 	return checkInfo(path, fi)
+}
+
+// FileMode is the mode of a file the reconciler keeps in dir: 0600, or
+// 0640 when the operator made dir readable by a group (chgrp adm dir;
+// chmod 2750 dir) — a group the user names may then read records, history
+// and logs. The umask still applies; nothing is ever made wider than that.
+func FileMode(dir string) os.FileMode {
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o040 != 0 {
+		return 0o640
+	}
+	return 0o600
 }
 
 // CheckDirIfExists is CheckDir for a directory that may not be there yet.

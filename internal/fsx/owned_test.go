@@ -42,11 +42,10 @@ func TestCheckDir(t *testing.T) {
 		{"writable by others", mk("open", 0o777, 0), "writable by group or others"},
 		{"writable by the group", mk("group", 0o775, 0), "writable by group or others"},
 		{"sticky, like /tmp", mk("sticky", 0o777|os.ModeSticky, 0), "others may create entries in it"},
+		{"a shared-group directory, opted in (2775)", mk("sgid", 0o775|os.ModeSetgid, 0), ""},
+		{"setgid but writable by others", mk("sgid-open", 0o777|os.ModeSetgid, 0), "writable by group or others"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.name == "sticky, like /tmp" {
-				os.Chmod(tt.path, 0o777|os.ModeSticky)
-			}
 			err := CheckDir(tt.path)
 			if tt.want == "" {
 				if err != nil {
@@ -78,5 +77,27 @@ func TestEnsureDir(t *testing.T) {
 	os.Symlink(victim, planted)
 	if err := EnsureDir(planted, 0o700); err == nil {
 		t.Fatal("a planted symlink was accepted as the directory")
+	}
+}
+
+// Files the reconciler keeps are 0600, or 0640 in a directory the operator
+// made readable by a group; the umask still narrows them.
+func TestFileModeFollowsTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	if m := FileMode(dir); m != 0o600 {
+		t.Errorf("private directory: %s", m)
+	}
+	os.Chmod(dir, 0o750)
+	if m := FileMode(dir); m != 0o640 {
+		t.Errorf("group-readable directory: %s", m)
+	}
+	p := filepath.Join(dir, "r.json")
+	if err := WriteFileAtomic(p, []byte("{}"), FileMode(dir)); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	if want := 0o640 &^ umask(); fi.Mode().Perm() != want {
+		t.Errorf("written %s; want %s (0640 less the umask %s)", fi.Mode().Perm(), want, umask())
 	}
 }

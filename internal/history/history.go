@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
 
@@ -103,7 +104,7 @@ func appendMax(path string, rec Record, max int64) error {
 	}
 	// Records hold failure output, which may hold secrets: 0600, and never
 	// written through a symlink.
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, fsx.FileMode(filepath.Dir(path)))
 	if err != nil {
 		return fmt.Errorf("history: %w", err)
 	}

@@ -249,5 +249,5 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// Records hold failure output, which may hold secrets: 0600.
-	return fsx.WriteFileAtomic(path, append(b, '\n'), 0o600)
+	return fsx.WriteFileAtomic(path, append(b, '\n'), fsx.FileMode(filepath.Dir(path)))
 }
