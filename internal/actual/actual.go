@@ -266,7 +266,7 @@ func observeCommit(ctx context.Context, ref string, git Git, releases []Release)
 			c.SHA = remote
 			c.InCache = git.HasCommit(remote)
 			if !c.InCache {
-				c.Why = fmt.Sprintf("%s %s moved from %s to %s", kind, ref, short(sha), short(remote))
+				c.Why = fmt.Sprintf("%s %s moved from %s to %s", kind, ref, layout.Short(sha), layout.Short(remote))
 			}
 		}
 		return c, nil
@@ -303,5 +303,3 @@ func builtFrom(releases []Release, sha string) bool {
 	}
 	return false
 }
-
-func short(sha string) string { return layout.Short(sha) }

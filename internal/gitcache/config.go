@@ -13,6 +13,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 // ErrNoFile is returned by ConfigRepo.ReadFile for a path the commit does
@@ -81,7 +82,7 @@ func (c *ConfigRepo) ReadFile(ctx context.Context, sha, path string, limit int64
 	if err != nil {
 		return nil, err
 	}
-	op := fmt.Sprintf("config repo %s at %s", Redact(c.URL), short(sha))
+	op := fmt.Sprintf("config repo %s at %s", Redact(c.URL), layout.Short(sha))
 	commit, err := r.CommitObject(plumbing.NewHash(sha))
 	if err != nil {
 		return nil, translate(op, err)
@@ -198,11 +199,4 @@ func (c *ConfigRepo) resetOrigin(r *git.Repository) error {
 		}
 	}
 	return nil
-}
-
-func short(sha string) string {
-	if len(sha) > 8 {
-		return sha[:8]
-	}
-	return sha
 }

@@ -293,13 +293,3 @@ func scanBackwards(r io.ReaderAt, size int64, f func(Record) bool, skipped *int)
 	}
 	return line(nil), nil
 }
-
-// LastApply returns the newest apply record in recs, or nil.
-func LastApply(recs []Record) *Record {
-	for i := len(recs) - 1; i >= 0; i-- {
-		if recs[i].Kind == KindApply {
-			return &recs[i]
-		}
-	}
-	return nil
-}

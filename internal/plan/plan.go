@@ -162,16 +162,6 @@ type Reverting struct {
 // Changes reports whether the plan has anything to do.
 func (p *Plan) Changes() bool { return len(p.Steps) > 0 }
 
-// Prunes reports whether the plan deletes a release.
-func (p *Plan) Prunes() bool {
-	for _, s := range p.Steps {
-		if s.Action == Prune {
-			return true
-		}
-	}
-	return false
-}
-
 // NeedsFetch reports whether the plan starts with a fetch, after which the
 // executor re-observes and re-plans: only then is the commit known.
 func (p *Plan) NeedsFetch() bool { return len(p.Steps) > 0 && p.Steps[0].Action == Fetch }

@@ -26,7 +26,7 @@ func TestReportHidesSecretsAndEscapes(t *testing.T) {
 	recs := []history.Record{{Time: at, Kind: history.KindApply, ApplyID: "a1", Result: history.ResultFailed,
 		Error: "clone https://ci:t0ken@git.example.com/app.git: \x1b[2Jauthorization refused"}}
 	svcs := []Service{{Name: "web", Note: "processes unknown: ask supervisor for the pid of web: http://admin:s3cret@127.0.0.1:9001 refused connection"}}
-	r := Make(d, a, history.LastApply(recs), svcs)
+	r := Make(d, a, &recs[0], svcs)
 
 	var text, js bytes.Buffer
 	if err := RenderText(&text, r); err != nil {
