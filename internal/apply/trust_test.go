@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,23 +17,9 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
-// attacker is the second, unprivileged user of the machine (.ci/run makes
-// it): the app user of issue 9's attacks, who owns what the app writes.
-func attacker(t *testing.T) (uid, gid int) {
-	t.Helper()
-	u, err := user.Lookup("rcattacker")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("user rcattacker is missing: .ci/run creates it (%v)", err)
-		}
-		t.Skipf("no user rcattacker on this machine (.ci/run creates it): %v", err)
-	}
-	uid, _ = strconv.Atoi(u.Uid)
-	gid, _ = strconv.Atoi(u.Gid)
-	return uid, gid
-}
 
 // snapshot lists what is under dir — names, modes, link targets and file
 // contents — to show nothing was written there.
@@ -85,7 +70,7 @@ func TestPlantedStateDirIsRefused(t *testing.T) {
 // The same attack by the app user who owns the root: the root itself is
 // refused, naming its owner and mode, before anything inside is touched.
 func TestRootOwnedByAnotherUserIsRefused(t *testing.T) {
-	uid, gid := attacker(t)
+	uid, gid := testgit.Attacker(t)
 	h := newHost(t)
 	if err := os.Chown(h.root, uid, gid); err != nil {
 		t.Fatal(err)
@@ -134,7 +119,7 @@ func TestRecordsAreNotWorldReadable(t *testing.T) {
 // root, never in the release's record; the complete release is the
 // reconciler's again.
 func TestRunAsBuildsAsTheAppUser(t *testing.T) {
-	uid, _ := attacker(t)
+	uid, _ := testgit.Attacker(t)
 	h := newHost(t)
 	// The app user must reach the release, as on a real host (a test's
 	// temporary folders are 0700).
@@ -207,7 +192,7 @@ func TestForeignRepositoryIsNotAdopted(t *testing.T) {
 // A group the operator names on the state directory (chgrp; chmod 2750)
 // may read records, history and logs: 0640 and 0750, never wider.
 func TestRecordsReadableByTheGroupTheOperatorNames(t *testing.T) {
-	_, gid := attacker(t)
+	_, gid := testgit.Attacker(t)
 	h := newHost(t)
 	os.MkdirAll(h.l.StateDir(), 0o700)
 	os.Chown(h.l.StateDir(), -1, gid)

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -61,14 +59,7 @@ func TestConfigCacheFetchesTheConfiguredRepository(t *testing.T) {
 }
 
 func TestConfigCacheOwnedByAnotherUserIsRefused(t *testing.T) {
-	u, err := user.Lookup("rcattacker")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("user rcattacker is missing: .ci/run creates it (%v)", err)
-		}
-		t.Skipf("no user rcattacker (.ci/run creates it): %v", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
+	uid, _ := testgit.Attacker(t)
 	ctx := context.Background()
 	good, evil := configRepos(t)
 	cache := filepath.Join(t.TempDir(), "config-x")
@@ -77,7 +68,7 @@ func TestConfigCacheOwnedByAnotherUserIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &ConfigRepo{URL: "file://" + good.Dir, Branch: "main", CacheDir: cache}
-	err = c.Fetch(ctx)
+	err := c.Fetch(ctx)
 	var ue *fsx.UnsafeDirError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "owned by rcattacker") {
 		t.Fatalf("fetch into a clone the attacker owns: %v", err)
