@@ -20,7 +20,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
-
 // snapshot lists what is under dir — names, modes, link targets and file
 // contents — to show nothing was written there.
 func snapshot(t *testing.T, dir string) string {
