@@ -32,7 +32,7 @@ func FuzzParse(f *testing.F) {
 	}
 	for _, repo := range []string{"git@example.com:/srv/git/app.git", "example.com:app.git", "ssh://git@example.com:2222/app.git",
 		"https://example.com/app.git", "git://example.com/app.git", "file:///srv/git/app.git", "file://srv/app", "./app",
-		"rel/with:colon", "C:app", "[::1]:app", "git@host:22:app", "a@b@host:app", "-oProxyCommand=x:app", "host:"} {
+		"rel/with:colon", "C:app", "[::1]:app", "git@host:22:app", "a@b@host:app", "-oProxyCommand=x:app", "host:", "0@0://", "git@host://srv/app"} {
 		f.Add([]byte("app: a\nroot: /r\nsource: {repo: \"" + repo + "\", commit: main}\n"))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -224,6 +224,10 @@ func parseSCP(repo string, colon int) (repoAddr, error) {
 		return repoAddr{}, fmt.Errorf("%q: %q is not a user name", repo, user)
 	case path == "":
 		return repoAddr{}, fmt.Errorf("%q names no repository path after the colon", repo)
+	case strings.HasPrefix(path, "//"):
+		// git reads host://path as scp-like when host is no scheme, go-git
+		// as a URL with that scheme: the two would fetch different things.
+		return repoAddr{}, fmt.Errorf("%q is ambiguous: %q is not a URL scheme; %s", repo, hostPart, ssh)
 	case strings.HasPrefix(path, "\\"):
 		return repoAddr{}, fmt.Errorf("%q: the path must not start with a backslash", repo)
 	case scpPortRE.MatchString(path):

@@ -92,6 +92,8 @@ func TestParseRepoErrors(t *testing.T) {
 		{"[::1]:app.git", "a bracketed host is not supported"},
 		{"[git@host:22]:app.git", "a bracketed host is not supported"},
 		{"git@host:22:app.git", "the digits after the colon could be a port"},
+		{"0@0://x", `"0@0" is not a URL scheme`},
+		{"git@host://srv/app.git", "is ambiguous"},
 		{`host:\app`, "must not start with a backslash"},
 	}
 	for _, tt := range tests {
