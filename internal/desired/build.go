@@ -2,11 +2,14 @@ package desired
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 var stepRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
@@ -35,7 +38,7 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 	st := Step{Timeout: DefaultStepTimeout}
 	known := []string{"run", "timeout", "run_as"}
 	if named {
-		known = []string{"name", "run", "timeout", "run_as"}
+		known = []string{"name", "run", "timeout", "run_as", "cache"}
 	}
 	var haveName, haveRun, bad bool
 	nerr := len(p.errs)
@@ -70,6 +73,8 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 			}
 		case "run_as":
 			st.RunAs = p.userName(v, fp)
+		case "cache":
+			st.Cache = p.stepCache(v, fp)
 		}
 	}) {
 		return st, false
@@ -100,4 +105,64 @@ func (p *parser) userName(v *yaml.Node, field string) string {
 		return ""
 	}
 	return u
+}
+
+// stepCache reads a build step's cache: key patterns and output paths,
+// each a clean path inside the directory the step runs in.
+func (p *parser) stepCache(n *yaml.Node, path string) *StepCache {
+	c := &StepCache{}
+	var haveKey, havePaths bool
+	nerr := len(p.errs)
+	p.fields(n, path, []string{"key", "paths"}, func(key string, k, v *yaml.Node) {
+		fp := path + "." + key
+		vals, nodes := p.strList(v, fp)
+		for i, val := range vals {
+			field := fmt.Sprintf("%s[%d]", fp, i)
+			if err := checkRelPath(val); err != nil {
+				p.fail(nodes[i], field, "%v", err)
+				continue
+			}
+			val = filepath.Clean(val)
+			if strings.SplitN(val, "/", 2)[0] == layout.RecordDirName {
+				p.fail(nodes[i], field, "%q is reserved for the reconciler's records", val)
+				continue
+			}
+			if key == "key" {
+				if _, err := filepath.Match(val, ""); err != nil {
+					p.fail(nodes[i], field, "%q is not a valid pattern: %v", val, err)
+					continue
+				}
+				c.Key = append(c.Key, val)
+				continue
+			}
+			if strings.ContainsAny(val, "*?[\\") {
+				p.fail(nodes[i], field, "%q: an output path is a path, not a pattern", val)
+				continue
+			}
+			for j, q := range c.Paths {
+				if under(val, q) || under(q, val) {
+					p.fail(nodes[i], field, "%q overlaps %s[%d] (%q)", val, fp, j, q)
+				}
+			}
+			c.Paths = append(c.Paths, val)
+		}
+		if key == "key" {
+			haveKey = true
+		} else {
+			havePaths = true
+		}
+		if v.Kind == yaml.SequenceNode && len(v.Content) == 0 {
+			p.fail(v, fp, "must not be empty")
+		}
+	})
+	if !haveKey {
+		p.fail(n, path+".key", "is required: the release files whose contents decide whether the outputs can be reused, e.g. [requirements.txt]")
+	}
+	if !havePaths {
+		p.fail(n, path+".paths", "is required: what the step makes, e.g. [venv]")
+	}
+	if len(p.errs) != nerr {
+		return nil
+	}
+	return c
 }

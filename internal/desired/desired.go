@@ -124,6 +124,20 @@ type Step struct {
 	Run     string
 	Timeout time.Duration
 	RunAs   string // the user the command runs as; "" for the reconciler's own
+	// Cache, on a build step, makes its outputs a sealed cache entry
+	// reused by every release whose key files are the same.
+	Cache *StepCache
+}
+
+// StepCache is a build step's cache: what makes its key and what it makes.
+type StepCache struct {
+	// Key are patterns of release files (path.Match per path segment; a
+	// directory stands for the files beneath it). Their contents, with
+	// the step's run, run_as, position and the environment, make the key.
+	Key []string `json:"key"`
+	// Paths are what the step makes, relative to the directory it runs
+	// in; each is linked into the release.
+	Paths []string `json:"paths"`
 }
 
 // Service managers.
@@ -170,7 +184,10 @@ type SupervisorConn struct {
 // Timeouts are left out on purpose: they change how long a step may take, not
 // what it produces.
 func (s *State) Fingerprint() string {
-	type step struct{ Name, Run string }
+	type step struct {
+		Name, Run string
+		Cache     *StepCache `json:",omitempty"`
+	}
 	v := struct {
 		Path    string
 		Shared  Shared
@@ -179,10 +196,10 @@ func (s *State) Fingerprint() string {
 		Migrate *step
 	}{Path: s.Source.Path, Shared: s.Shared, Env: s.Env}
 	for _, b := range s.Build {
-		v.Build = append(v.Build, step{b.Name, b.Run})
+		v.Build = append(v.Build, step{b.Name, b.Run, b.Cache})
 	}
 	if s.Migrate != nil {
-		v.Migrate = &step{s.Migrate.Name, s.Migrate.Run}
+		v.Migrate = &step{Name: s.Migrate.Name, Run: s.Migrate.Run}
 	}
 	return hashJSON(v)
 }
@@ -190,7 +207,12 @@ func (s *State) Fingerprint() string {
 // Fingerprint identifies one step by its name and command, so a resumed
 // release can check that the steps it recorded are the steps it would run.
 func (st Step) Fingerprint() string {
-	return hashJSON(struct{ Name, Run string }{st.Name, st.Run})
+	// A step without a cache keeps the fingerprint it had before caches
+	// existed: upgrading the reconciler rebuilds nothing.
+	return hashJSON(struct {
+		Name, Run string
+		Cache     *StepCache `json:",omitempty"`
+	}{st.Name, st.Run, st.Cache})
 }
 
 func hashJSON(v any) string {
