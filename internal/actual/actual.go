@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
 
 // Git is what Observe needs of the git cache: read-only questions.
@@ -36,6 +37,38 @@ type State struct {
 	Strays        []string     // entries under releases/ that are not releases
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
+	// Cache is what <root>/cache holds, step by step, keys in order.
+	Cache []CacheEntry
+	// CacheKeys are the keys the cached build steps of a new release of
+	// Commit would have, by step name: read from the commit's tree, and
+	// only when no complete release of it is on disk.
+	CacheKeys map[string]CacheKey
+}
+
+// CacheEntry is one directory of <root>/cache/<step>/.
+type CacheEntry struct {
+	Step, Key string
+	Seal      *stepcache.Seal // nil: an interrupted fill, or Problem
+	Problem   string          // a seal that cannot be read
+}
+
+// Name is the entry as records and plans name it.
+func (e CacheEntry) Name() string { return stepcache.EntryName(e.Step, e.Key) }
+
+// CacheKey is what a cached step's key will be.
+type CacheKey struct {
+	Key string
+	Why string // why Key is not known, when it is not
+}
+
+// Sealed returns the sealed entry of step with key, or nil.
+func (s *State) Sealed(step, key string) *CacheEntry {
+	for i, e := range s.Cache {
+		if e.Step == step && e.Key == key && e.Seal != nil {
+			return &s.Cache[i]
+		}
+	}
+	return nil
 }
 
 // Link is the observed link.
@@ -118,6 +151,9 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 			return nil, err
 		}
 
+		if err := observeCache(l, s); err != nil {
+			return nil, err
+		}
 		h, err := record.ReadHost(l.HostFile())
 		if err != nil {
 			s.HostProblem = err.Error()
@@ -137,7 +173,103 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		return nil, err
 	}
 	s.Commit = c
+	if err := observeCacheKeys(ctx, d, git, s); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// Lister lists the files of a commit's tree; the git cache does.
+type Lister interface {
+	Files(ctx context.Context, sha, subpath string, want, descend func(rel string) bool) ([]gitcache.TreeFile, error)
+}
+
+func observeCache(l layout.Layout, s *State) error {
+	steps, err := os.ReadDir(l.CacheDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("observe cache: %w", err)
+	}
+	for _, st := range steps {
+		if !st.IsDir() {
+			continue
+		}
+		entries, err := os.ReadDir(l.CacheStepDir(st.Name()))
+		if err != nil {
+			return fmt.Errorf("observe cache: %w", err)
+		}
+		for _, e := range entries {
+			if !e.IsDir() || !stepcache.IsKey(e.Name()) {
+				continue
+			}
+			ce := CacheEntry{Step: st.Name(), Key: e.Name()}
+			seal, err := stepcache.ReadSeal(l.CacheSeal(ce.Step, ce.Key))
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+			case err != nil:
+				ce.Problem = "unreadable seal: " + err.Error()
+			case seal.Step != ce.Step || seal.Key != ce.Key:
+				ce.Problem = "the seal names another entry"
+			default:
+				ce.Seal = seal
+			}
+			s.Cache = append(s.Cache, ce)
+		}
+	}
+	return nil
+}
+
+// observeCacheKeys reads the keys a new release of the commit would give
+// its cached steps, from the commit's tree: what the plan needs to say
+// whether each will run. A converged host, or one with a release of the
+// commit on disk, never pays for the walk.
+func observeCacheKeys(ctx context.Context, d *desired.State, git Git, s *State) error {
+	lister, ok := git.(Lister)
+	var cached []int
+	for i, b := range d.Build {
+		if b.Cache != nil {
+			cached = append(cached, i)
+		}
+	}
+	if !ok || len(cached) == 0 || s.Commit.SHA == "" {
+		return nil
+	}
+	fp := d.Fingerprint()
+	for _, r := range s.Releases {
+		if r.Record != nil && r.Record.Commit == s.Commit.SHA && r.Record.Fingerprint == fp && r.Record.State == record.Complete {
+			return nil
+		}
+	}
+	s.CacheKeys = map[string]CacheKey{}
+	if !s.Commit.InCache {
+		for _, i := range cached {
+			s.CacheKeys[d.Build[i].Name] = CacheKey{Why: "known after the fetch"}
+		}
+		return nil
+	}
+	for _, i := range cached {
+		spec := stepcache.SpecOf(d, i)
+		files, err := lister.Files(ctx, s.Commit.SHA, d.Source.Path,
+			func(rel string) bool { return stepcache.Match(spec.Patterns, rel) },
+			func(rel string) bool { return stepcache.MayHold(spec.Patterns, rel) })
+		if err != nil {
+			// The export will say what is wrong with the tree.
+			s.CacheKeys[spec.Step] = CacheKey{Why: "the commit's tree cannot be read: " + err.Error()}
+			continue
+		}
+		if len(files) == 0 {
+			s.CacheKeys[spec.Step] = CacheKey{Why: "no file of the commit matches the key " + strings.Join(spec.Patterns, ", ")}
+			continue
+		}
+		in := make([]stepcache.Input, len(files))
+		for j, f := range files {
+			in[j] = stepcache.Input{Path: f.Path, Mode: f.Mode, Hash: f.Hash}
+		}
+		s.CacheKeys[spec.Step] = CacheKey{Key: stepcache.Key(spec, in)}
+	}
+	return nil
 }
 
 // ObserveInUse reads from /proc which releases live processes run from:

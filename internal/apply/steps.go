@@ -42,12 +42,15 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	case plan.Switch:
 		err = e.switchLink(s)
 	case plan.Service:
-		err = splitOutput(e.command(ctx, p, s, "", false))
+		err = splitOutput(e.command(ctx, p, s, "", p.Root, false))
 	case plan.Health:
 		err = splitOutput(e.verify(ctx, p, s))
 	case plan.Fail:
 		return e.transition(s.Release, record.Change{Event: record.SwitchFailed, Failure: s.Failure})
 	case plan.Prune:
+		if s.CacheEntry != "" {
+			return e.pruneCache(s)
+		}
 		return e.prune(s)
 	default:
 		return fmt.Errorf("unknown step %q", s.Action)
@@ -148,6 +151,7 @@ func (e *executor) makeRecordDir(dir string) error {
 func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	start := e.Now()
 	var err error
+	var use cacheUse
 	switch s.Action {
 	case plan.Export:
 		err = e.export(ctx, s)
@@ -157,9 +161,18 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
 			err = e.preflight(ctx, p, s)
 		}
+	case plan.Build:
+		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
+			if s.Cache != nil {
+				use, err = e.cached(ctx, p, s)
+				err = splitOutput(err)
+			} else {
+				err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.Release), true))
+			}
+		}
 	default:
 		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
-			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), true))
+			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.Release), true))
 		}
 	}
 	if err != nil {
@@ -186,7 +199,8 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 			return err
 		}
 	}
-	done := &record.Step{Name: s.Name, Fingerprint: s.Fingerprint, Finished: e.Now().UTC(), Duration: e.Now().Sub(start)}
+	done := &record.Step{Name: s.Name, Fingerprint: s.Fingerprint, Finished: e.Now().UTC(), Duration: e.Now().Sub(start),
+		Cache: use.entry, CacheHit: use.hit}
 	return e.transition(s.Release, record.Change{Event: record.StepDone, Step: done, Completes: s.Completes})
 }
 
@@ -195,16 +209,32 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 // else under root; "" gives them back to the reconciler's own user. The
 // tree is walked only when its top is not owned so already.
 func (e *executor) ownRelease(release, name string) error {
-	uid, gid := os.Geteuid(), os.Getegid()
-	if name != "" {
-		u, err := runner.LookupUser(name)
-		if err != nil {
-			return err
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-		gid, _ = strconv.Atoi(u.Gid)
+	uid, gid, err := owner(name)
+	if err != nil {
+		return err
 	}
-	dir := e.l.ReleaseDir(release)
+	return chownTree(e.l.ReleaseDir(release), uid, gid, e.l.RecordDir(release))
+}
+
+// owner is the uid and gid of the user a command runs as; "" for the
+// reconciler's own.
+func owner(name string) (uid, gid int, err error) {
+	if name == "" {
+		return os.Geteuid(), os.Getegid(), nil
+	}
+	u, err := runner.LookupUser(name)
+	if err != nil {
+		return 0, 0, err
+	}
+	uid, _ = strconv.Atoi(u.Uid)
+	gid, _ = strconv.Atoi(u.Gid)
+	return uid, gid, nil
+}
+
+// chownTree gives dir and what is under it, but skip, to uid and gid,
+// never following a symlink. The tree is walked only when its top is not
+// owned so already.
+func chownTree(dir string, uid, gid int, skip string) error {
 	if fi, err := os.Lstat(dir); err != nil {
 		return err
 	} else if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) == uid && int(st.Gid) == gid {
@@ -214,7 +244,7 @@ func (e *executor) ownRelease(release, name string) error {
 		if err != nil {
 			return err
 		}
-		if p == e.l.RecordDir(release) {
+		if p == skip {
 			return filepath.SkipDir
 		}
 		return os.Lchown(p, uid, gid)
@@ -281,26 +311,7 @@ func (e *executor) linkShared(s plan.Step) error {
 				return err
 			}
 		}
-		dst := filepath.Join(rel, p)
-		if err := insideDir(rel, dst); err != nil {
-			return err
-		}
-		parent, err := fsx.OpenBeneath(rel, filepath.Dir(p), true, 0o755)
-		if err != nil {
-			return err
-		}
-		defer parent.Close()
-		name := filepath.Base(p)
-		// What the export put there goes; a symlink is removed, never
-		// what it points at.
-		if err := parent.RemoveAll(name); err != nil {
-			return err
-		}
-		target, err := filepath.Rel(filepath.Dir(dst), src)
-		if err != nil {
-			return err
-		}
-		return parent.Symlink(target, name)
+		return linkInto(rel, p, src)
 	}
 	if s.Shared == nil {
 		return nil
@@ -316,6 +327,30 @@ func (e *executor) linkShared(s plan.Step) error {
 		}
 	}
 	return nil
+}
+
+// linkInto links path p of the release at rel to src, replacing what is
+// there (a placeholder such as media/.gitkeep; a symlink is removed, never
+// what it points at), with a relative link so the root can move.
+func linkInto(rel, p, src string) error {
+	dst := filepath.Join(rel, p)
+	if err := insideDir(rel, dst); err != nil {
+		return err
+	}
+	parent, err := fsx.OpenBeneath(rel, filepath.Dir(p), true, 0o755)
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	name := filepath.Base(p)
+	if err := parent.RemoveAll(name); err != nil {
+		return err
+	}
+	target, err := filepath.Rel(filepath.Dir(dst), src)
+	if err != nil {
+		return err
+	}
+	return parent.Symlink(target, name)
 }
 
 // insideDir refuses a path p under root whose parent, inside the exported
@@ -350,17 +385,13 @@ func (e *executor) env(p *plan.Plan, release, commit string) []string {
 	)
 }
 
-// command runs the step's command: a build step or the migration inside
-// its release (contained: nothing it starts outlives it, its full output
-// kept in logPath), or a service action from root.
-func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPath string, inRelease bool) error {
+// command runs the step's command in dir: a build step or the migration
+// in its release or cache entry (contained: nothing it starts outlives
+// it, its full output kept in logPath), or a service action from root.
+func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPath, dir string, contain bool) error {
 	out := e.View.Output(s)
 	if out == nil {
 		out = io.Discard
-	}
-	dir := p.Root
-	if inRelease {
-		dir = e.l.ReleaseDir(s.Release)
 	}
 	if logPath != "" {
 		if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
@@ -383,7 +414,7 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 		Env:     e.env(p, s.Release, s.Commit),
 		Timeout: s.Timeout,
 		Output:  out,
-		Contain: inRelease,
+		Contain: contain,
 		User:    s.RunAs,
 	})
 }

@@ -23,6 +23,21 @@ func (l Layout) LinkPath() string    { return filepath.Join(l.Root, l.Link) }
 func (l Layout) ReleasesDir() string { return filepath.Join(l.Root, "releases") }
 func (l Layout) SharedDir() string   { return filepath.Join(l.Root, "shared") }
 func (l Layout) RepoDir() string     { return filepath.Join(l.Root, "repo") }
+func (l Layout) CacheDir() string    { return filepath.Join(l.Root, "cache") }
+
+// CacheStepDir holds the cache entries of the build step called step.
+func (l Layout) CacheStepDir(step string) string { return filepath.Join(l.CacheDir(), step) }
+
+// CacheEntry is where a cached step runs and its outputs stay: the path is
+// stable, so what the step writes into its outputs (a venv's shebangs)
+// stays true in every release that links them.
+func (l Layout) CacheEntry(step, key string) string { return filepath.Join(l.CacheStepDir(step), key) }
+
+// CacheSeal is the record that seals a cache entry: an entry without one
+// is an interrupted fill.
+func (l Layout) CacheSeal(step, key string) string {
+	return filepath.Join(l.CacheStepDir(step), key+".json")
+}
 func (l Layout) StateDir() string    { return filepath.Join(l.Root, ".reconciler") }
 func (l Layout) TmpDir() string      { return filepath.Join(l.StateDir(), "tmp") }
 func (l Layout) LockFile() string    { return filepath.Join(l.StateDir(), "lock") }

@@ -1,5 +1,11 @@
 package plan
 
+import (
+	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
+)
+
 // Describe is the one-line description of a step, without its reason: the
 // same words in the plan, the live view and the history.
 func Describe(s Step) string {
@@ -13,15 +19,30 @@ func Describe(s Step) string {
 	case Shared:
 		return s.Detail
 	case Build, Migrate:
+		name := s.Name
 		if s.RunAs != "" {
-			return s.Name + " (as " + s.RunAs + ")"
+			name += " (as " + s.RunAs + ")"
 		}
-		return s.Name
+		if c := s.Cache; c != nil {
+			switch {
+			case c.Hit:
+				name += " (cached: key " + stepcache.Short(c.Key) + "…, from release " + c.From + ")"
+			case c.Key != "":
+				name += " (cache miss: key " + stepcache.Short(c.Key) + "…, fills cache/" + s.Name + "/" + stepcache.Short(c.Key) + "…)"
+			default:
+				name += " (cached by " + strings.Join(c.KeyFiles, ", ") + "; the key is " + c.Why + ")"
+			}
+		}
+		return name
 	case Switch:
 		return s.Name + " -> " + s.Detail
 	case Service:
 		return s.Detail + " " + s.Name
 	case Prune:
+		if s.CacheEntry != "" {
+			step, key, _ := stepcache.SplitEntry(s.CacheEntry)
+			return "cache entry " + step + "/" + stepcache.Short(key) + "…"
+		}
 		return "release " + s.Release
 	case Health:
 		return s.Detail

@@ -10,6 +10,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/services"
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
 
 // Action is what a step does. Its value is the word shown before the
@@ -111,6 +112,32 @@ type Step struct {
 	Checks   []desired.Check   `json:"-"`
 	// Fail: what is recorded.
 	Failure *record.Failure `json:"failure,omitempty"`
+	// Cache: a cached build step, and what the plan expects of it; on a
+	// prune, the cache entry it deletes ("<step>/<key>").
+	Cache      *CacheUse `json:"cache,omitempty"`
+	CacheEntry string    `json:"cache_entry,omitempty"`
+}
+
+// CacheUse is what a cached build step needs, and what the plan expects:
+// the key is read from the commit's tree, and made again from the release
+// when the step runs, which decides.
+type CacheUse struct {
+	Spec     stepcache.Spec `json:"-"`
+	KeyFiles []string       `json:"key_files"`
+	Paths    []string       `json:"paths"`
+	Key      string         `json:"key,omitempty"` // "" when not known yet
+	Why      string         `json:"why,omitempty"` // why Key is not known
+	Hit      bool           `json:"hit"`           // a sealed entry of Key is on disk
+	From     string         `json:"from,omitempty"`
+}
+
+// Symbol is the step's mark: a build step whose outputs are cached is
+// "=", nothing is built.
+func (s Step) Symbol() string {
+	if s.Cache != nil && s.Cache.Hit {
+		return "="
+	}
+	return s.Action.Symbol()
 }
 
 // Plan is the ordered list of steps that takes the host to the desired
@@ -247,7 +274,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	}
 	p.Target = name
 	if !done {
-		p.Steps = append(p.Steps, buildSteps(d, target, name, commit)...)
+		p.Steps = append(p.Steps, buildSteps(d, a, target, name, commit)...)
 	}
 	p.Previous = a.RollbackTarget(name)
 	settleSteps, switched := settle(d, a, name, commit, "verify the release serves; return to the previous one if not")
@@ -262,7 +289,14 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		}
 	}
 	p.Steps = append(p.Steps, settleSteps...)
-	p.Steps = append(p.Steps, pruneSteps(d, a, name, p.Previous, switched)...)
+	prunes := pruneSteps(d, a, name, p.Previous, switched)
+	p.Steps = append(p.Steps, prunes...)
+	p.Steps = append(p.Steps, cachePruneSteps(a, p.Steps, prunes)...)
+	for _, e := range a.Cache {
+		if e.Problem != "" {
+			p.Warnings = append(p.Warnings, fmt.Sprintf("cache/%s: %s; left alone", e.Name(), e.Problem))
+		}
+	}
 	return p, nil
 }
 
@@ -548,12 +582,19 @@ func ReleaseSteps(d *desired.State) []Step {
 		}
 		out = append(out, s)
 	}
+	cacheOf := map[string]*CacheUse{}
+	for i, st := range d.Build {
+		if st.Cache != nil {
+			cacheOf[st.Name] = &CacheUse{Spec: stepcache.SpecOf(d, i), KeyFiles: st.Cache.Key, Paths: st.Cache.Paths}
+		}
+	}
 	add(Export, desired.Step{Name: StepExport, Run: "export " + d.Source.Path})
 	if len(d.Shared.Dirs)+len(d.Shared.Files) > 0 {
 		add(Shared, desired.Step{Name: StepShared, Run: "link " + strings.Join(d.Shared.Dirs, ",") + ";" + strings.Join(d.Shared.Files, ",")})
 	}
 	for _, st := range d.Build {
 		add(Build, st)
+		out[len(out)-1].Cache = cacheOf[st.Name]
 	}
 	if d.Migrate != nil {
 		add(Migrate, *d.Migrate)
@@ -568,7 +609,7 @@ func ReleaseSteps(d *desired.State) []Step {
 	return out
 }
 
-func buildSteps(d *desired.State, target *actual.Release, name, commit string) []Step {
+func buildSteps(d *desired.State, a *actual.State, target *actual.Release, name, commit string) []Step {
 	var out []Step
 	if target == nil {
 		reason := "no release of this commit and build is on disk"
@@ -599,6 +640,17 @@ func buildSteps(d *desired.State, target *actual.Release, name, commit string) [
 		case Shared:
 			s.Detail = strings.Join(append(append([]string{}, d.Shared.Dirs...), d.Shared.Files...), ", ")
 			s.Shared = &SharedPaths{Dirs: d.Shared.Dirs, Files: d.Shared.Files}
+		case Build:
+			if c := s.Cache; c != nil {
+				k := a.CacheKeys[s.Name]
+				c.Key, c.Why = k.Key, k.Why
+				if c.Key == "" && c.Why == "" {
+					c.Why = "known after the fetch"
+				}
+				if e := a.Sealed(s.Name, c.Key); c.Key != "" && e != nil {
+					c.Hit, c.From = true, e.Seal.Release
+				}
+			}
 		}
 		out = append(out, s)
 	}
@@ -674,6 +726,44 @@ func pruneSteps(d *desired.State, a *actual.State, target, previous string, swit
 	}
 	for i := len(old) - 1; i >= 0; i-- {
 		out = append(out, old[i])
+	}
+	return out
+}
+
+// cachePruneSteps deletes the cache entries no release kept after this
+// plan links (invariant 13: a release that links an entry keeps it), and
+// interrupted fills, but for what the plan's own cached steps will use.
+// The executor asks the records again before each deletion.
+func cachePruneSteps(a *actual.State, steps, prunes []Step) []Step {
+	gone := map[string]bool{}
+	for _, s := range prunes {
+		gone[s.Release] = true
+	}
+	used := map[string]bool{}
+	for _, r := range a.Releases {
+		if r.Record == nil || gone[r.Name] {
+			continue
+		}
+		for _, e := range r.Record.CacheEntries() {
+			used[e] = true
+		}
+	}
+	for _, s := range steps {
+		if s.Cache != nil && s.Cache.Key != "" {
+			used[stepcache.EntryName(s.Name, s.Cache.Key)] = true
+		}
+	}
+	var out []Step
+	for _, e := range a.Cache {
+		name := e.Name()
+		if used[name] || e.Problem != "" {
+			continue
+		}
+		reason := "no kept release links it"
+		if e.Seal == nil {
+			reason = "an interrupted fill: never sealed"
+		}
+		out = append(out, Step{Action: Prune, CacheEntry: name, Reason: reason})
 	}
 	return out
 }

@@ -46,6 +46,10 @@ type Step struct {
 	Fingerprint string        `json:"fingerprint"`
 	Finished    time.Time     `json:"finished"`
 	Duration    time.Duration `json:"duration_ns"`
+	// Cache is the cache entry ("<step>/<key>") a cached build step
+	// linked into the release; CacheHit: it was on disk already.
+	Cache    string `json:"cache,omitempty"`
+	CacheHit bool   `json:"cache_hit,omitempty"`
 }
 
 // Failure says why a release failed.
@@ -54,6 +58,17 @@ type Failure struct {
 	Error  string    `json:"error"`
 	Output string    `json:"output,omitempty"` // the last lines the failing command printed
 	At     time.Time `json:"at"`
+}
+
+// CacheEntries are the cache entries the release links: it keeps them.
+func (r *Release) CacheEntries() []string {
+	var out []string
+	for _, s := range r.Steps {
+		if s.Cache != "" {
+			out = append(out, s.Cache)
+		}
+	}
+	return out
 }
 
 // Done reports whether the step with this name and fingerprint is recorded.

@@ -16,6 +16,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
 
 // Report is the status of one host.
@@ -30,6 +31,7 @@ type Report struct {
 	LinkProblem  string          `json:"link_problem,omitempty"`
 	Releases     []Release       `json:"releases"`
 	Services     []Service       `json:"services,omitempty"`
+	Cache        []CacheEntry    `json:"cache,omitempty"`
 	LastApply    *history.Record `json:"last_apply,omitempty"`
 	Warnings     []string        `json:"warnings,omitempty"`
 }
@@ -46,6 +48,18 @@ type Release struct {
 	FailedStep  string     `json:"failed_step,omitempty"`
 	Error       string     `json:"error,omitempty"`
 	Output      string     `json:"output,omitempty"` // the tail of what the failed step printed
+}
+
+// CacheEntry is one entry under <root>/cache.
+type CacheEntry struct {
+	Entry    string     `json:"entry"` // <step>/<key>
+	State    string     `json:"state"` // sealed, interrupted or unreadable
+	Size     int64      `json:"size_bytes,omitempty"`
+	Files    int        `json:"files,omitempty"`
+	FilledBy string     `json:"filled_by,omitempty"` // the release whose build filled it
+	SealedAt *time.Time `json:"sealed_at,omitempty"`
+	LinkedBy []string   `json:"linked_by"` // the releases on disk that link it
+	Problem  string     `json:"problem,omitempty"`
 }
 
 // Make builds the report from an observed host and the last apply of its
@@ -93,6 +107,27 @@ func Make(d *desired.State, a *actual.State, last *history.Record, svcs []Servic
 			r.LinkedCommit = x.Commit
 		}
 		r.Releases = append(r.Releases, x)
+	}
+	for _, e := range a.Cache {
+		c := CacheEntry{Entry: e.Name(), State: "interrupted", LinkedBy: []string{}, Problem: e.Problem}
+		switch {
+		case e.Problem != "":
+			c.State = "unreadable"
+		case e.Seal != nil:
+			t := e.Seal.SealedAt
+			c.State, c.Size, c.Files, c.FilledBy, c.SealedAt = "sealed", e.Seal.Size, e.Seal.Files, e.Seal.Release, &t
+		}
+		for _, rel := range a.Releases {
+			if rel.Record == nil {
+				continue
+			}
+			for _, n := range rel.Record.CacheEntries() {
+				if n == c.Entry {
+					c.LinkedBy = append(c.LinkedBy, rel.Name)
+				}
+			}
+		}
+		r.Cache = append(r.Cache, c)
 	}
 	redact(r)
 	return r
@@ -197,6 +232,24 @@ func RenderText(w io.Writer, r *Report) error {
 					}
 				}
 				fmt.Fprintf(tw, "  %s\tpid %d, %d processes, running from %s%s\n", s.Name, s.PID, s.Procs, where, warn)
+			}
+		}
+		tw.Flush()
+	}
+	if len(r.Cache) > 0 {
+		b.WriteString("\ncache:\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		for _, c := range r.Cache {
+			step, key, _ := strings.Cut(c.Entry, "/")
+			name := step + "/" + stepcache.Short(key)
+			switch c.State {
+			case "sealed":
+				n := len(c.LinkedBy)
+				fmt.Fprintf(tw, "  %s\t%s\t%d files\tlinked by %d release%s\n", name, stepcache.FormatSize(c.Size), c.Files, n, map[bool]string{true: "", false: "s"}[n == 1])
+			case "interrupted":
+				fmt.Fprintf(tw, "  %s\tinterrupted fill: discarded by the next apply\n", name)
+			default:
+				fmt.Fprintf(tw, "  %s\t%s\n", name, c.Problem)
 			}
 		}
 		tw.Flush()

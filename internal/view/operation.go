@@ -56,7 +56,7 @@ func (v *OperationHuman) Reverting(p *plan.Plan) {
 func title(s plan.Step) string { return fmt.Sprintf("%s %s", s.Action, plan.Describe(s)) }
 
 func (v *OperationHuman) StepStarted(s plan.Step) {
-	v.write("\n%s %s\n", s.Action.Symbol(), title(s))
+	v.write("\n%s %s\n", s.Symbol(), title(s))
 }
 
 func (v *OperationHuman) Output(s plan.Step) io.Writer {

@@ -72,7 +72,7 @@ func writeReverting(b *strings.Builder, p *plan.Plan) {
 
 func writeSteps(b *strings.Builder, p *plan.Plan) {
 	for _, s := range p.Steps {
-		fmt.Fprintf(b, "  %-2s %-8s %s\n", s.Action.Symbol(), s.Action, plan.Describe(s))
+		fmt.Fprintf(b, "  %-2s %-8s %s\n", s.Symbol(), s.Action, plan.Describe(s))
 		fmt.Fprintf(b, "              # %s\n", s.Reason)
 	}
 	fmt.Fprintf(b, "\n%s\n", Summary(p))
