@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/reconciler-dev/reconciler/internal/fsx"
@@ -63,7 +64,7 @@ func (e *executor) cached(ctx context.Context, p *plan.Plan, s plan.Step) (cache
 // seals the entry when it succeeded: owned by the reconciler, read-only,
 // its files on disk, then the seal record written. An entry left unsealed
 // by an earlier, interrupted fill is discarded first.
-func (e *executor) fill(ctx context.Context, p *plan.Plan, s plan.Step, in []stepcache.Input, key string) error {
+func (e *executor) fill(ctx context.Context, p *plan.Plan, s plan.Step, in []stepcache.Input, key string) (err error) {
 	stepDir := e.l.CacheStepDir(s.Name)
 	for _, d := range []string{e.l.CacheDir(), stepDir, e.l.TmpDir()} {
 		if err := fsx.EnsureDir(d, 0o755); err != nil {
@@ -77,6 +78,15 @@ func (e *executor) fill(ctx context.Context, p *plan.Plan, s plan.Step, in []ste
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
+	defer func() {
+		// A failed fill is no entry: it goes now, its output is in the
+		// step's log. Only a kill leaves one for the next apply to discard.
+		if err != nil {
+			if derr := e.discard(s.Name, key); derr != nil {
+				e.log.Warn("discard failed cache fill", zap.String("entry", stepcache.EntryName(s.Name, key)), zap.Error(derr))
+			}
+		}
+	}()
 	if err := stepcache.CopyInputs(e.l.ReleaseDir(s.Release), dir, in); err != nil {
 		return err
 	}
