@@ -14,6 +14,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -230,6 +231,46 @@ func TestMakeGolden(t *testing.T) {
 			},
 			opts:  Options{Retry: true},
 			steps: []Action{Preflight, Switch, Service, Service, Health},
+		},
+		{
+			// The venv's key files are unchanged: its entry is linked, the
+			// step does not run. The entry only the pruned release linked
+			// goes with it, and so does an interrupted fill.
+			name: "upgrade_with_cached_step_hit",
+			d:    func(t *testing.T) *desired.State { return withCache(t, desiredState(t, shaC[:8], 1)) },
+			a: func(d *desired.State) *actual.State {
+				a := rel(d, "20261118T100000Z-aaaaaaaa", shaA, record.Complete)
+				b := rel(d, "20261119T100000Z-bbbbbbbb", shaB, record.Complete)
+				a.Record.Steps[2].Cache = "venv/" + keyOld
+				b.Record.Steps[2].Cache = "venv/" + keyVenv
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name),
+					Host:     &record.Host{Linked: b.Name, ServicesDone: true, Verified: true},
+					Releases: []actual.Release{a, b},
+					Commit:   inCache(shaC),
+					Cache: []actual.CacheEntry{
+						{Step: "venv", Key: keyOld, Seal: &stepcache.Seal{Step: "venv", Key: keyOld, Release: a.Name}},
+						{Step: "venv", Key: keyVenv, Seal: &stepcache.Seal{Step: "venv", Key: keyVenv, Release: a.Name}},
+						{Step: "venv", Key: keyStray},
+					},
+					CacheKeys: map[string]actual.CacheKey{"venv": {Key: keyVenv}}}
+			},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health, Prune, Prune, Prune},
+		},
+		{
+			// Before the fetch the key files cannot be read: the plan says
+			// so, and keeps the entries this build may use.
+			name: "cached_step_key_after_fetch",
+			d:    func(t *testing.T) *desired.State { return withCache(t, desiredState(t, "main", 5)) },
+			a: func(d *desired.State) *actual.State {
+				b := rel(d, "20261119T100000Z-bbbbbbbb", shaB, record.Complete)
+				b.Record.Steps[2].Cache = "venv/" + keyVenv
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name),
+					Host:     &record.Host{Linked: b.Name, ServicesDone: true, Verified: true},
+					Releases: []actual.Release{b},
+					Commit:   actual.Commit{Ref: "main", Why: "branch main moved from bbbbbbbb to cccccccc"},
+					Cache:    []actual.CacheEntry{{Step: "venv", Key: keyVenv, Seal: &stepcache.Seal{Step: "venv", Key: keyVenv, Release: b.Name}}}}
+			},
+			steps: []Action{Fetch, Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health},
 		},
 		{
 			name: "services_pending_after_interrupted_switch",
@@ -509,6 +550,19 @@ func TestRootWithoutRunAsWarns(t *testing.T) {
 			t.Errorf("as root %v, run_as %q: warning %v, want %v", tt.asRoot, tt.runAs, has(p), tt.want)
 		}
 	}
+}
+
+const (
+	keyVenv  = "3f2a1b2c3d4e5f60718293a4b5c6d7e8"
+	keyOld   = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
+	keyStray = "5555555555555555aaaaaaaaaaaaaaaa"
+)
+
+// withCache caches d's venv step by requirements.txt.
+func withCache(t *testing.T, d *desired.State) *desired.State {
+	t.Helper()
+	d.Build[0].Cache = &desired.StepCache{Key: []string{"requirements.txt"}, Paths: []string{"venv"}}
+	return d
 }
 
 func withPreflight(t *testing.T, d *desired.State) *desired.State {

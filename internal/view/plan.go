@@ -97,8 +97,18 @@ func writeOutput(b *strings.Builder, out string) {
 // is: an export is not a build step, nor is a migration.
 func Summary(p *plan.Plan) string {
 	count := map[plan.Action]int{}
+	// Pseudo-actions, counted apart: builds whose outputs are linked from
+	// the cache, and cache entries pruned.
+	const cached, pruneCache plan.Action = "cached", "prune-cache"
 	for _, s := range p.Steps {
-		count[s.Action]++
+		switch {
+		case s.Cache != nil && s.Cache.Hit:
+			count[cached]++
+		case s.CacheEntry != "":
+			count[pruneCache]++
+		default:
+			count[s.Action]++
+		}
 	}
 	var parts []string
 	add := func(a plan.Action, one, many string) {
@@ -113,6 +123,7 @@ func Summary(p *plan.Plan) string {
 	add(plan.Export, "export", "exports")
 	add(plan.Shared, "shared-paths link", "shared-paths links")
 	add(plan.Build, "build step", "build steps")
+	add(cached, "cached build step", "cached build steps")
 	add(plan.Migrate, "migration", "migrations")
 	add(plan.Preflight, "preflight", "preflights")
 	add(plan.Switch, "switch", "switches")
@@ -120,6 +131,7 @@ func Summary(p *plan.Plan) string {
 	add(plan.Service, "service action", "service actions")
 	add(plan.Health, "health check", "health checks")
 	add(plan.Prune, "release to prune", "releases to prune")
+	add(pruneCache, "cache entry to prune", "cache entries to prune")
 	return "Plan: " + strings.Join(parts, ", ") + "."
 }
 
