@@ -15,11 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/reconciler-dev/reconciler/internal/procs"
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
 var (
-	kills = flag.Int("kills", 200, "how many applies TestCrashAnyInstant kills")
+	kills = flag.Int("kills", 100, "how many applies TestCrashAnyInstant kills")
 	soak  = flag.Bool("soak", false, "TestCrashAnyInstant: 2000 kills unless -kills says otherwise")
 )
 
@@ -39,11 +40,14 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 
 // TestCrashAnyInstant is invariant 1 under SIGKILL: the real binary applies
 // changing targets (new commits, a changed build step, rollbacks, pruning
-// with keep 2) and is killed — half the time at a random instant, half the
+// with keep 2, a cached build step whose entries are filled, linked and
+// pruned, a preflight server on half the targets) and is killed — half the time at a random instant, half the
 // time exactly at a step boundary (when the history file grows by its Nth
 // line) — while a reader resolves the link as fast as it can. Every
-// observation must find the link pointing at a release recorded complete;
-// after each kill the next apply must converge.
+// observation must find the link pointing at a release recorded complete
+// whose cached output is there; after each kill the next apply must
+// converge; at the end, every entry a release links is sealed, and no
+// process a killed apply started still runs.
 func TestCrashAnyInstant(t *testing.T) {
 	bin, err := buildBinary()
 	if err != nil {
@@ -53,6 +57,7 @@ func TestCrashAnyInstant(t *testing.T) {
 	var shas []string
 	for i := 0; i < 3; i++ {
 		repo.Write("VERSION", fmt.Sprintf("v%d\n", i))
+		repo.Write("DEPS", fmt.Sprintf("deps %d\n", i%2)) // v0 and v2 share a cache entry
 		repo.Write(fmt.Sprintf("pkg/f%d.txt", i), "content\n")
 		shas = append(shas, repo.Commit(fmt.Sprintf("v%d", i)))
 	}
@@ -61,9 +66,16 @@ func TestCrashAnyInstant(t *testing.T) {
 	file := filepath.Join(dir, "desired.yaml")
 	write := func(i int) {
 		sha := shas[i%3]
-		extra := ""
+		extra, preflight := "", ""
 		if i%4 == 3 { // every fourth target changes the build: a new release of the same commit
 			extra = "  - {name: extra, run: \"touch extra\"}\n"
+		}
+		if i%2 == 1 { // half the targets start their release before the switch
+			preflight = `preflight:
+  run: exec /usr/bin/python3 -m http.server --bind 127.0.0.1 ${RECONCILER_PREFLIGHT_PORT}
+  health:
+    - http: http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/out/deps
+`
 		}
 		y := fmt.Sprintf(`app: crash
 root: host
@@ -71,12 +83,15 @@ keep: 2
 source: {repo: %s, commit: %s}
 shared: {dirs: [media]}
 build:
+  - name: deps
+    run: "mkdir out; sleep 0.02; cat DEPS > out/deps"
+    cache: {key: [DEPS], paths: [out]}
   - {name: one, run: "sleep 0.02; cat VERSION > built"}
   - {name: two, run: "sleep 0.02; echo two > two"}
-%smigrate: {run: "sleep 0.01; test -f built"}
-services:
+%smigrate: {run: "sleep 0.01; test -f built && test -f out/deps"}
+%sservices:
   - {name: web, manager: command, restart: "true"}
-`, repo.Dir, sha, extra)
+`, repo.Dir, sha, extra, preflight)
 		if err := os.WriteFile(file, []byte(y), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +143,7 @@ services:
 		return bytes.Count(b, []byte("\n"))
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	killed, atBoundary, failedConverge := 0, 0, 0
+	killed, atBoundary, failedConverge, inFill, inPreflight := 0, 0, 0, 0, 0
 	for i := 1; i <= n; i++ {
 		write(i)
 		base := lines()
@@ -151,6 +166,13 @@ services:
 			killed++
 		}
 		cmd.Wait()
+		fill, pre := killedInside(root)
+		if fill {
+			inFill++
+		}
+		if pre {
+			inPreflight++
+		}
 		// The next apply converges: it succeeds, and a plan then has
 		// nothing to do.
 		if out, err := apply().CombinedOutput(); err != nil {
@@ -167,7 +189,17 @@ services:
 	}
 	close(stop)
 	wg.Wait()
-	t.Logf("kills %d (%d at a step boundary), link observations %d, broken %d, failed convergences %d", killed, atBoundary, observations.Load(), broken.Load(), failedConverge)
+	checkCache(t, root)
+	// Nothing a killed apply started outlives it: no build step and no
+	// preflight server runs from a release.
+	if pids := procs.InUse(filepath.Join(root, "releases")); len(pids) > 0 {
+		t.Errorf("processes outlived their killed applies: %v", pids)
+	}
+	t.Logf("kills %d (%d at a step boundary, %d inside a cache fill, %d inside a preflight), link observations %d, broken %d, failed convergences %d",
+		killed, atBoundary, inFill, inPreflight, observations.Load(), broken.Load(), failedConverge)
+	if *soak && (inFill == 0 || inPreflight == 0) {
+		t.Errorf("the soak never killed inside a cache fill (%d) or a preflight (%d)", inFill, inPreflight)
+	}
 	if broken.Load() > 0 {
 		t.Errorf("%d broken link observations; first: %v", broken.Load(), firstBroken.Load())
 	}
@@ -180,6 +212,61 @@ func flagSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// killedInside reports whether the kill left a cache fill unsealed, or a
+// release whose preflight had started and not passed.
+func killedInside(root string) (fill, preflight bool) {
+	entries, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*[0-9a-f]"))
+	for _, e := range entries {
+		if _, err := os.Stat(e + ".json"); err != nil {
+			fill = true
+		}
+	}
+	logs, _ := filepath.Glob(filepath.Join(root, "releases", "*", ".reconciler", "logs", "preflight.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(filepath.Join(filepath.Dir(filepath.Dir(l)), "release.json"))
+		if !bytes.Contains(b, []byte(`"name": "preflight"`)) {
+			preflight = true
+		}
+	}
+	return fill, preflight
+}
+
+// checkCache checks invariant 13 after the kills: every cache entry a
+// release records is sealed and read-only, and what is left unsealed is
+// what the last kill interrupted, if anything.
+func checkCache(t *testing.T, root string) {
+	t.Helper()
+	rels, _ := filepath.Glob(filepath.Join(root, "releases", "*", ".reconciler", "release.json"))
+	for _, f := range rels {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			State string
+			Steps []struct{ Cache string }
+		}
+		json.Unmarshal(b, &rec)
+		for _, s := range rec.Steps {
+			if s.Cache == "" {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(root, "cache", s.Cache+".json")); err != nil {
+				t.Errorf("%s links cache/%s, which is not sealed: %v", f, s.Cache, err)
+			}
+			fi, err := os.Stat(filepath.Join(root, "cache", s.Cache, "out", "deps"))
+			if err != nil || fi.Mode().Perm()&0o222 != 0 {
+				t.Errorf("cache/%s/out/deps: %v, %v; want a read-only file", s.Cache, fi, err)
+			}
+		}
+	}
+	seals, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*.json"))
+	entries, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*[0-9a-f]"))
+	if len(seals) != len(entries) || len(entries) > 2 {
+		t.Errorf("after converging: %d entries, %d seals; want as many, at most 2 (DEPS has two contents)", len(entries), len(seals))
+	}
 }
 
 // checkLink returns what is wrong with the link, or "".
@@ -199,6 +286,11 @@ func checkLink(link string) string {
 	}
 	if rec.State != "complete" {
 		return fmt.Sprintf("link -> %s, a release that is %s", target, rec.State)
+	}
+	// Its cached output is there, through the release's link into the
+	// cache: an entry is never pruned or refilled under a linked release.
+	if _, err := os.Stat(filepath.Join(rel, "out", "deps")); err != nil {
+		return fmt.Sprintf("link -> %s: cached output: %v", target, err)
 	}
 	return ""
 }

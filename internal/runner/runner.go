@@ -111,6 +111,14 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 	cmd.Dir = c.Dir
 	cmd.Env = c.Env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if c.Contain {
+		// A reconciler killed by SIGKILL cannot stop the group: the
+		// kernel kills the command then (a preflight server started with
+		// exec would otherwise hold its port for ever). The signal is tied
+		// to the thread that started the command, which the Go runtime
+		// does not end while no goroutine locks it (golang/go#27505).
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 	if c.User != "" {
 		cred, env, err := credential(c.User, c.Env)
 		if err != nil {
