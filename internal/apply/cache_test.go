@@ -122,7 +122,10 @@ func TestCacheMissThenHit(t *testing.T) {
 	for _, change := range []func(){
 		func() { h.repo.Write("requirements.txt", "django==4.2\n") },
 		func() { h.repo.WriteMode("bin/tool", "#!/bin/sh\n", 0o644) }, // the mode is part of the key
-		func() { os.Remove(filepath.Join(h.repo.Dir, "bin", "link")); os.Symlink("other", filepath.Join(h.repo.Dir, "bin", "link")) },
+		func() {
+			os.Remove(filepath.Join(h.repo.Dir, "bin", "link"))
+			os.Symlink("other", filepath.Join(h.repo.Dir, "bin", "link"))
+		},
 	} {
 		before := len(h.lines("fills"))
 		change()

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"strconv"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -128,5 +131,49 @@ func TestPrefixWriter(t *testing.T) {
 	p.Flush()
 	if got := b.String(); got != "x | one\nx | two\nx | three\n" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// A contained command dies with a reconciler killed by SIGKILL, which
+// cannot stop it itself: the test binary runs the command as a child
+// process ("parent"), which is then killed.
+func TestContainedCommandDiesWithKilledParent(t *testing.T) {
+	if os.Getenv("RUNNER_TEST_PARENT") != "" {
+		(&Runner{}).Run(context.Background(), Command{Name: "server", Script: "echo $$ > " + os.Getenv("RUNNER_TEST_PARENT") + "; exec sleep 60", Contain: true})
+		os.Exit(0)
+	}
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	parent := exec.Command(os.Args[0], "-test.run=^TestContainedCommandDiesWithKilledParent$")
+	parent.Env = append(os.Environ(), "RUNNER_TEST_PARENT="+pidFile)
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	start := time.Now()
+	for pid == 0 {
+		b, _ := os.ReadFile(pidFile)
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			pid = n
+		} else if time.Since(start) > time.Minute {
+			parent.Process.Kill()
+			t.Fatal("the parent never started the command")
+		} else {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	parent.Process.Kill()
+	parent.Wait()
+	// The kernel sends SIGKILL as the parent dies; only reaping may lag.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("pid %d outlived its killed parent: %s", pid, b)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
