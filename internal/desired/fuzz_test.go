@@ -35,6 +35,7 @@ func FuzzParse(f *testing.F) {
 		"rel/with:colon", "C:app", "[::1]:app", "git@host:22:app", "a@b@host:app", "-oProxyCommand=x:app", "host:", "0@0://", "git@host://srv/app"} {
 		f.Add([]byte("app: a\nroot: /r\nsource: {repo: \"" + repo + "\", commit: main}\n"))
 	}
+	f.Add([]byte(head + "build:\n  - name: deps\n    run: make\n    cache: {key: [requirements.txt, \"req/*.txt\"], paths: [venv, node_modules]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(bytes.NewReader(data), "/etc/r/d.yaml")
 		if err != nil {
@@ -95,6 +96,16 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("build step %+v", b)
 			}
 			names[b.Name] = true
+			if c := b.Cache; c != nil {
+				if len(c.Key) == 0 || len(c.Paths) == 0 {
+					t.Fatalf("cache %+v", c)
+				}
+				for _, p := range append(append([]string{}, c.Key...), c.Paths...) {
+					if !inside(p) {
+						t.Fatalf("cache path %q leaves the step's directory", p)
+					}
+				}
+			}
 		}
 		_ = s.Fingerprint()
 	})
