@@ -37,6 +37,8 @@ type State struct {
 	Strays        []string     // entries under releases/ that are not releases
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
+	// Suspended is set while a person has suspended deploys.
+	Suspended *record.Suspension
 	// Cache is what <root>/cache holds, step by step, keys in order.
 	Cache []CacheEntry
 	// CacheKeys are the keys the cached build steps of a new release of
@@ -152,6 +154,9 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		}
 
 		if err := observeCache(l, s); err != nil {
+			return nil, err
+		}
+		if s.Suspended, err = record.ReadSuspension(l.SuspendFile()); err != nil {
 			return nil, err
 		}
 		h, err := record.ReadHost(l.HostFile())

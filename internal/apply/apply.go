@@ -22,6 +22,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 )
 
@@ -64,6 +65,17 @@ type Options struct {
 	ConfigCommit string           // the config repository commit of the desired file, if any
 	Env          []string         // base environment of commands, usually os.Environ()
 	Now          func() time.Time // the clock; time.Now when nil
+	// Rollback, when set, makes this apply `reconciler rollback`: to a
+	// release on disk, then suspended.
+	Rollback *Rollback
+}
+
+// Rollback is what `reconciler rollback` asks for.
+type Rollback struct {
+	To string // a release name or a unique prefix; "" for the rollback target
+	// Suspension is written before the link moves, under the lock, so
+	// that no run of the daemon moves the host back.
+	Suspension record.Suspension
 }
 
 // Step results.
@@ -138,7 +150,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if target, lerr := os.Readlink(e.l.LinkPath()); lerr == nil {
 		e.res.Linked = filepath.Base(target)
 	}
-	if err != nil && !errors.As(err, new(*BlockedError)) {
+	if err != nil && !errors.As(err, new(*BlockedError)) && !errors.As(err, new(*SuspendedError)) {
 		err = classify("", err)
 	}
 	e.res.Result = resultOf(e.res, err)
@@ -185,6 +197,8 @@ func resultOf(res *Result, err error) string {
 	switch {
 	case errors.As(err, new(*BlockedError)):
 		return history.ResultBlocked
+	case errors.As(err, new(*SuspendedError)):
+		return history.ResultSuspended
 	case errors.As(err, &ae) && errors.Is(ae.Err, ErrInterrupted):
 		return history.ResultInterrupted
 	case err != nil:
@@ -220,6 +234,15 @@ func (e *executor) plan(ctx context.Context) (*plan.Plan, error) {
 }
 
 func (e *executor) run(ctx context.Context) error {
+	if e.Rollback != nil {
+		return e.rollback(ctx)
+	}
+	if s, err := record.ReadSuspension(e.l.SuspendFile()); err != nil || s != nil {
+		if err != nil {
+			return err
+		}
+		return &SuspendedError{Suspension: s}
+	}
 	e.cleanTemp()
 	p, err := e.plan(ctx)
 	if err != nil {
@@ -248,6 +271,29 @@ func (e *executor) run(ctx context.Context) error {
 		return &BlockedError{Release: b.Release, Step: b.Step, Msg: b.Error}
 	}
 	return nil
+}
+
+// rollback suspends deploys, then links the release asked for and acts on
+// the services and checks it: no fetch, no build, no prune.
+func (e *executor) rollback(ctx context.Context) error {
+	e.cleanTemp()
+	a, err := actual.Observe(ctx, e.Desired, nil)
+	if err != nil {
+		return classify("", err)
+	}
+	p, err := plan.Rollback(e.Desired, a, e.Rollback.To)
+	if err != nil {
+		return classify("", err)
+	}
+	e.res.Plan = p
+	e.res.Release, e.res.Commit = p.Target, p.Commit
+	e.View.Plan(p)
+	s := e.Rollback.Suspension
+	s.Release = p.Target
+	if err := record.WriteSuspension(e.l.SuspendFile(), &s); err != nil {
+		return classify("suspend", err)
+	}
+	return e.perform(ctx, p)
 }
 
 // perform runs a plan's steps in order. A service action or health check

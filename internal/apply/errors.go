@@ -5,6 +5,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/lock"
+	"github.com/reconciler-dev/reconciler/internal/record"
 )
 
 // Kind says what a caller should do about a failed apply.
@@ -49,6 +50,12 @@ type BlockedError struct {
 func (e *BlockedError) Error() string {
 	return "target release " + e.Release + " failed before at step " + e.Step + "; not retrying it"
 }
+
+// SuspendedError is an apply refused while deploys are suspended. It says
+// who suspended, when and why; the command to resume is the caller's.
+type SuspendedError struct{ Suspension *record.Suspension }
+
+func (e *SuspendedError) Error() string { return "deploys are " + e.Suspension.Describe() }
 
 func classify(step string, err error) *Error {
 	var ae *Error

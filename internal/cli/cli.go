@@ -118,6 +118,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
+		rollbackCmd(g), suspendCmd(g), resumeCmd(g),
 	)
 	return root
 }
@@ -145,6 +146,10 @@ func (g *globals) applyError(err error) error {
 	var be *apply.BlockedError
 	if errors.As(err, &be) {
 		return fmt.Errorf("apply: %w\nhint: run `%s` to try it again, or change source.commit or the build", err, g.command().With("apply --retry"))
+	}
+	var se *apply.SuspendedError
+	if errors.As(err, &se) {
+		return fmt.Errorf("apply refused: %w\nhint: run `%s` to deploy again", err, g.command().With("resume"))
 	}
 	if errors.Is(err, apply.ErrInterrupted) {
 		return fmt.Errorf("apply interrupted: run `%s` to resume", g.command().With("apply"))

@@ -33,6 +33,8 @@ const (
 	ResultFailed  = "failed"
 	ResultNoop    = "no-changes"
 	ResultBlocked = "blocked"
+	// ResultSuspended: an apply refused because a person suspended deploys.
+	ResultSuspended = "suspended"
 	// ResultInterrupted: stopped from outside (Ctrl-C, SIGTERM, the
 	// daemon's deadline); the next apply resumes.
 	ResultInterrupted = "interrupted"

@@ -43,6 +43,7 @@ func (l Layout) TmpDir() string      { return filepath.Join(l.StateDir(), "tmp")
 func (l Layout) LockFile() string    { return filepath.Join(l.StateDir(), "lock") }
 func (l Layout) HistoryFile() string { return filepath.Join(l.StateDir(), "history.jsonl") }
 func (l Layout) HostFile() string    { return filepath.Join(l.StateDir(), "host.json") }
+func (l Layout) SuspendFile() string { return filepath.Join(l.StateDir(), "suspended.json") }
 
 // ReleaseDir is the directory of the release called name.
 func (l Layout) ReleaseDir(name string) string { return filepath.Join(l.ReleasesDir(), name) }

@@ -165,6 +165,9 @@ type Plan struct {
 	// Reverting is set on the plan that returns the host to its rollback
 	// target after the target failed once linked.
 	Reverting *Reverting `json:"reverting,omitempty"`
+	// Rollback is set on the plan `reconciler rollback` makes: a failed
+	// check does not revert it, the operator chose where to go.
+	Rollback bool `json:"rollback,omitempty"`
 	// Env is the environment desired.yaml gives every command. Its values
 	// may be secrets: never rendered.
 	Env []desired.EnvVar `json:"-"`
@@ -196,7 +199,7 @@ func (p *Plan) NeedsFetch() bool { return len(p.Steps) > 0 && p.Steps[0].Action 
 // RevertsOnFailure reports whether a failed service action or health check
 // of this plan returns the host to its rollback target: only a plan that
 // moves forward does; holding and reverting have nothing better to go to.
-func (p *Plan) RevertsOnFailure() bool { return p.Blocked == nil && p.Reverting == nil }
+func (p *Plan) RevertsOnFailure() bool { return p.Blocked == nil && p.Reverting == nil && !p.Rollback }
 
 // Options change how a plan is made.
 type Options struct {
@@ -235,6 +238,9 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		return nil, &Error{Msg: fmt.Sprintf("shared files missing under %s/shared: %s; create them (they hold configuration and secrets the reconciler cannot guess)", d.Root, strings.Join(a.MissingShared, ", "))}
 	}
 	p.Warnings = warnings(a)
+	if a.Suspended != nil {
+		p.Warnings = append(p.Warnings, a.Suspended.Describe()+"; apply refuses until resumed (reconciler resume)")
+	}
 	if opts.AsRoot && d.RunAs == "" && (len(d.Build) > 0 || d.Migrate != nil) {
 		p.Warnings = append(p.Warnings, "running as root with no run_as: build steps, the migration and command checks run as root; set run_as: to the app's user")
 	}
@@ -372,6 +378,69 @@ func Revert(d *desired.State, a *actual.State, failed string, f record.Failure) 
 		p.Steps = append([]Step{fail}, steps...)
 	}
 	return p
+}
+
+// Rollback plans `reconciler rollback`: the link to release to — the
+// rollback target when "" — then the services and the health check. It
+// builds nothing, fetches nothing and prunes nothing: a release on disk is
+// all it needs, and the host keeps every release it might go back to.
+func Rollback(d *desired.State, a *actual.State, to string) (*Plan, error) {
+	if a.Link.Problem != "" {
+		return nil, &Error{Msg: fmt.Sprintf("refusing to touch the link: %s; move it away, then run again", a.Link.Problem)}
+	}
+	if to == "" {
+		if to = a.RollbackTarget(a.Link.Release); to == "" {
+			return nil, &Error{Msg: "no release other than the linked one served healthy: there is nothing to roll back to (reconciler status lists the releases)"}
+		}
+	}
+	r, err := findRelease(a, to)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Record == nil:
+		return nil, &Error{Msg: fmt.Sprintf("release %s has no readable record (%s): refusing to link it", r.Name, r.Problem)}
+	case r.Record.State == record.Failed && r.Record.Failure != nil:
+		return nil, &Error{Msg: fmt.Sprintf("release %s failed at step %s (%s): refusing to roll back to it", r.Name, r.Record.Failure.Step, firstLine(r.Record.Failure.Error))}
+	case r.Record.State != record.Complete:
+		return nil, &Error{Msg: fmt.Sprintf("release %s is %s, not complete: refusing to link it", r.Name, r.Record.State)}
+	}
+	p := &Plan{App: d.App, Root: d.Root, Link: d.Link, Ref: r.Record.Commit, Commit: r.Record.Commit, Fingerprint: r.Record.Fingerprint,
+		Target: r.Name, Linked: a.Link.Release, Env: d.Env, Rollback: true}
+	p.Warnings = warnings(a)
+	p.Previous = a.RollbackTarget(r.Name)
+	p.Steps, _ = settle(d, a, r.Name, r.Record.Commit, "verify the release rolled back to serves")
+	return p, nil
+}
+
+// findRelease finds a release by its name or a unique prefix of it.
+func findRelease(a *actual.State, name string) (*actual.Release, error) {
+	var found []*actual.Release
+	for i := range a.Releases {
+		r := &a.Releases[i]
+		if r.Name == name {
+			return r, nil
+		}
+		if strings.HasPrefix(r.Name, name) {
+			found = append(found, r)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		var names []string
+		for _, r := range a.Releases {
+			names = append(names, r.Name)
+		}
+		return nil, &Error{Msg: fmt.Sprintf("no release %s on disk; there are: %s", name, strings.Join(names, ", "))}
+	}
+	return nil, &Error{Msg: fmt.Sprintf("%s names %d releases (%s, %s, …): give more of the name", name, len(found), found[0].Name, found[1].Name)}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
 }
 
 // newReleaseName names the release the plan creates: made here from the

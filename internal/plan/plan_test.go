@@ -610,3 +610,55 @@ func TestPassedPreflightIsNotRepeated(t *testing.T) {
 		t.Fatalf("want the preflight, carrying its run and checks, to complete the release: %+v", p.Steps)
 	}
 }
+
+// Rollback goes to the previous healthy release, or the one named; never
+// to a failed or unfinished one; it builds, fetches and prunes nothing,
+// and a failed check does not revert it.
+func TestRollback(t *testing.T) {
+	d := desiredState(t, shaC[:8], 2)
+	a1 := rel(d, "20261118T100000Z-aaaaaaaa", shaA, record.Complete)
+	b := rel(d, "20261119T100000Z-bbbbbbbb", shaB, record.Complete)
+	failed := rel(d, "20261120T100000Z-cccccccc", shaC, record.Failed)
+	failed.Record.Failure = &record.Failure{Step: "health", Error: "status 500\nmore", At: t0}
+	building := rel(d, "20261121T100000Z-cccccccc", shaC, record.Building)
+	a := &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name),
+		Host:     &record.Host{Linked: b.Name, ServicesDone: true, Verified: true},
+		Releases: []actual.Release{a1, b, failed, building}, Commit: inCache(shaC)}
+	tests := []struct {
+		to, want, err string
+	}{
+		{"", a1.Name, ""},
+		{"20261118", a1.Name, ""},
+		{"2026111", "", "names 2 releases"},
+		{"1999", "", "no release 1999 on disk; there are: 20261118T100000Z-aaaaaaaa, "},
+		{failed.Name, "", "failed at step health (status 500): refusing to roll back to it"},
+		{building.Name, "", "is building, not complete"},
+	}
+	for _, tt := range tests {
+		p, err := Rollback(d, a, tt.to)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("Rollback(%q): %v; want %q", tt.to, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Rollback(%q): %v", tt.to, err)
+		}
+		if p.Target != tt.want || p.Commit != shaA || !p.Rollback || p.RevertsOnFailure() {
+			t.Errorf("Rollback(%q): target %s commit %s rollback %v", tt.to, p.Target, p.Commit, p.Rollback)
+		}
+		var got []Action
+		for _, s := range p.Steps {
+			got = append(got, s.Action)
+		}
+		if want := []Action{Switch, Service, Service, Health}; strings.Join(actions(got), " ") != strings.Join(actions(want), " ") {
+			t.Errorf("Rollback(%q) steps %v; want %v", tt.to, got, want)
+		}
+	}
+	// Nothing healthy besides the linked release: nothing to roll back to.
+	only := &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name), Releases: []actual.Release{b, failed}}
+	if _, err := Rollback(d, only, ""); err == nil || !strings.Contains(err.Error(), "nothing to roll back to") {
+		t.Errorf("Rollback with nothing healthy: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
@@ -32,6 +33,9 @@ type Report struct {
 	Releases     []Release       `json:"releases"`
 	Services     []Service       `json:"services,omitempty"`
 	Cache        []CacheEntry    `json:"cache,omitempty"`
+	// Suspended is set while deploys are suspended (reconciler suspend,
+	// or rollback): apply refuses, the daemon only reports.
+	Suspended *record.Suspension `json:"suspended,omitempty"`
 	LastApply    *history.Record `json:"last_apply,omitempty"`
 	Warnings     []string        `json:"warnings,omitempty"`
 }
@@ -65,7 +69,7 @@ type CacheEntry struct {
 // Make builds the report from an observed host and the last apply of its
 // history (nil for none).
 func Make(d *desired.State, a *actual.State, last *history.Record, svcs []Service) *Report {
-	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: last, Services: svcs}
+	r := &Report{App: d.App, Root: d.Root, Link: d.Link, Linked: a.Link.Release, Releases: []Release{}, LastApply: last, Services: svcs, Suspended: a.Suspended}
 	switch {
 	case a.Link.Problem != "":
 		r.LinkProblem = a.Link.Problem
@@ -139,6 +143,11 @@ func Make(d *desired.State, a *actual.State, last *history.Record, svcs []Servic
 // report is printed, served on /status and read by tools.
 func redact(r *Report) {
 	texts := []*string{&r.LinkProblem}
+	if r.Suspended != nil {
+		s := *r.Suspended // the caller's record stays as it is
+		texts = append(texts, &s.Reason)
+		r.Suspended = &s
+	}
 	for i := range r.Warnings {
 		texts = append(texts, &r.Warnings[i])
 	}
@@ -190,6 +199,9 @@ func RenderText(w io.Writer, r *Report) error {
 	}
 	if r.Previous != "" {
 		fmt.Fprintf(&b, "previous (rollback target): %s\n", r.Previous)
+	}
+	if s := r.Suspended; s != nil {
+		fmt.Fprintf(&b, "deploys %s; apply refuses and the daemon only reports until resumed\n", s.Describe())
 	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)

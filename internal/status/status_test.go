@@ -2,6 +2,9 @@ package status
 
 import (
 	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/stepcache"
 )
 
 // TestReportHidesSecretsAndEscapes: a failure stored raw by an older
@@ -52,5 +56,61 @@ func TestReportHidesSecretsAndEscapes(t *testing.T) {
 	}
 	if !strings.Contains(recs[0].Error, "t0ken") {
 		t.Error("Make changed the caller's history records")
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// A host rolled back and suspended, with cache entries: the text and JSON
+// reports are golden.
+func TestSuspendedHostGolden(t *testing.T) {
+	at := time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC)
+	d := &desired.State{App: "shop", Root: "/srv/shop", Link: "current"}
+	healthy := at.Add(-time.Hour)
+	mk := func(name, commit, state, entry string) actual.Release {
+		r := &record.Release{Name: name, Commit: commit, State: state, Created: at.Add(-2 * time.Hour), HealthyAt: &healthy,
+			Steps: []record.Step{{Name: "deps", Cache: entry}}}
+		return actual.Release{Name: name, Record: r}
+	}
+	key := "3f2a1b2c3d4e5f60718293a4b5c6d7e8"
+	a := &actual.State{RootExists: true, Link: actual.Link{Path: "/srv/shop/current", Exists: true, Release: "20261126T080000Z-aaaaaaaa"},
+		Host: &record.Host{Linked: "20261126T080000Z-aaaaaaaa", SwitchedAt: at},
+		Releases: []actual.Release{
+			mk("20261126T080000Z-aaaaaaaa", "aaaaaaaa11111111111111111111111111111111", record.Complete, "deps/"+key),
+			mk("20261126T083000Z-bbbbbbbb", "bbbbbbbb22222222222222222222222222222222", record.Complete, "deps/"+key),
+		},
+		Suspended: &record.Suspension{By: "alice", At: at, Reason: "rollback: v2 corrupts carts", Release: "20261126T080000Z-aaaaaaaa"},
+		Cache: []actual.CacheEntry{
+			{Step: "deps", Key: key, Seal: &stepcache.Seal{Step: "deps", Key: key, Release: "20261126T080000Z-aaaaaaaa", Size: 48 << 20, Files: 5210, SealedAt: at}},
+			{Step: "deps", Key: "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"},
+		}}
+	last := &history.Record{Time: at, Kind: history.KindApply, ApplyID: "a1", Trigger: "rollback", Result: history.ResultOK, Duration: 1.2}
+	r := Make(d, a, last, nil)
+	var text, js bytes.Buffer
+	if err := RenderText(&text, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := RenderJSON(&js, r); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "suspended.txt", text.Bytes())
+	golden(t, "suspended.json", js.Bytes())
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		os.MkdirAll("testdata", 0o755)
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the golden file:\n--- got\n%s\n--- want\n%s", name, got, want)
 	}
 }

@@ -98,7 +98,11 @@ func (v *OperationHuman) StepDone(r apply.StepResult) {
 
 func (v *OperationHuman) Done(r *apply.Result, err error) {
 	if err == nil && r.Result == history.ResultOK {
-		v.write("\nApply complete: %s -> releases/%s.\n", r.Plan.Link, r.Linked)
+		what := "Apply"
+		if r.Plan.Rollback {
+			what = "Rollback"
+		}
+		v.write("\n%s complete: %s -> releases/%s.\n", what, r.Plan.Link, r.Linked)
 	}
 }
 
