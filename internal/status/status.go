@@ -22,22 +22,22 @@ import (
 
 // Report is the status of one host.
 type Report struct {
-	App          string          `json:"app"`
-	Root         string          `json:"root"`
-	Link         string          `json:"link"`
-	Linked       string          `json:"linked,omitempty"`
-	LinkedCommit string          `json:"linked_commit,omitempty"`
-	SwitchedAt   *time.Time      `json:"switched_at,omitempty"`
-	Previous     string          `json:"previous,omitempty"`
-	LinkProblem  string          `json:"link_problem,omitempty"`
-	Releases     []Release       `json:"releases"`
-	Services     []Service       `json:"services,omitempty"`
-	Cache        []CacheEntry    `json:"cache,omitempty"`
+	App          string       `json:"app"`
+	Root         string       `json:"root"`
+	Link         string       `json:"link"`
+	Linked       string       `json:"linked,omitempty"`
+	LinkedCommit string       `json:"linked_commit,omitempty"`
+	SwitchedAt   *time.Time   `json:"switched_at,omitempty"`
+	Previous     string       `json:"previous,omitempty"`
+	LinkProblem  string       `json:"link_problem,omitempty"`
+	Releases     []Release    `json:"releases"`
+	Services     []Service    `json:"services,omitempty"`
+	Cache        []CacheEntry `json:"cache,omitempty"`
 	// Suspended is set while deploys are suspended (reconciler suspend,
 	// or rollback): apply refuses, the daemon only reports.
 	Suspended *record.Suspension `json:"suspended,omitempty"`
-	LastApply    *history.Record `json:"last_apply,omitempty"`
-	Warnings     []string        `json:"warnings,omitempty"`
+	LastApply *history.Record    `json:"last_apply,omitempty"`
+	Warnings  []string           `json:"warnings,omitempty"`
 }
 
 // Release is one release on disk.
