@@ -25,6 +25,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
+	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/source"
 )
@@ -79,6 +80,8 @@ type Daemon struct {
 	// blocked says why the desired target is blocked — it failed and a
 	// person must act — or is "" when it is not.
 	blocked string
+	// suspended: the last run found deploys suspended.
+	suspended bool
 
 	cron      *cron.Cron
 	cronSpec  string
@@ -238,7 +241,7 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	// failure, succeeded (which clears blocked) by a successful run;
 	// any other outcome leaves both as they were.
 	var blocked string
-	var succeeded, inSync bool
+	var succeeded, inSync, suspended bool
 	defer func() {
 		run.Duration = d.opts.Now().Sub(run.Started).Seconds()
 		// Metrics first: whoever sees the run in Last sees it counted.
@@ -250,6 +253,7 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 		} else if blocked != "" {
 			d.blocked = blocked
 		}
+		d.suspended = suspended
 		m.state(d.blocked != "", inSync)
 		d.last = run
 		d.mu.Unlock()
@@ -312,6 +316,14 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	if snap.Commit != "" {
 		log = log.With(zap.String("config_commit", snap.Commit))
 	}
+	if sus, _ := record.ReadSuspension(layout.New(state.Root, state.Link).SuspendFile()); sus != nil {
+		// A person suspended deploys (reconciler suspend, or rollback):
+		// the daemon reports and touches nothing, every trigger alike.
+		run.Result, run.Error = history.ResultSuspended, "deploys are "+sus.Describe()
+		suspended = true
+		log.Info("deploys suspended; not applying", zap.String("suspension", sus.Describe()))
+		return
+	}
 	log.Info("apply started")
 	runCtx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
 	defer cancel()
@@ -330,7 +342,11 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	if err != nil {
 		var ae *apply.Error
 		var be *apply.BlockedError
+		var se *apply.SuspendedError
 		switch {
+		case errors.As(err, &se):
+			// Suspended between the check above and the lock.
+			run.Result, run.Error, suspended = history.ResultSuspended, err.Error(), true
 		case errors.As(err, &pe):
 			blocked = "the last run panicked: " + oneLine(err)
 			fail(KindTerminal, err)

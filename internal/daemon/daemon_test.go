@@ -26,7 +26,9 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/source"
 	"github.com/reconciler-dev/reconciler/internal/testgit"
@@ -588,4 +590,38 @@ func TestPolledRemoteRepo(t *testing.T) {
 	if ra.lastRev() != c2 {
 		t.Errorf("deployed config %s, want %s", ra.lastRev(), c2)
 	}
+}
+
+// While deploys are suspended, the daemon's schedule and triggers only
+// report: a hand fix stays, a new desired commit is not deployed. After
+// resume, the next run deploys.
+func TestSuspendedDaemonOnlyReports(t *testing.T) {
+	e := newEnv(t)
+	os.WriteFile(e.file, []byte(e.yaml(e.v1, "")), 0o644)
+	ra := &realApply{}
+	d, stop := start(t, Options{Source: &source.File{Path: e.file, Log: zaptest.NewLogger(t)}, Apply: ra.fn(t), Schedule: "@every 1s"})
+	defer stop()
+	e.waitLinked(e.v1[:8])
+	l := layout.New(e.root, "current")
+	if err := record.WriteSuspension(l.SuspendFile(), &record.Suspension{By: "alice", At: time.Now(), Reason: "incident"}); err != nil {
+		t.Fatal(err)
+	}
+	runs := ra.runs.Load()
+	suspendedAt := time.Now()
+	os.WriteFile(e.file, []byte(e.yaml(e.v2, "")), 0o644)
+	d.Trigger("signal")
+	run := waitRunWhere(t, d, "a scheduled run while suspended", func(r *Run) bool {
+		return r.Trigger == "schedule" && r.Started.After(suspendedAt)
+	})
+	if run.Result != history.ResultSuspended || !strings.Contains(run.Error, "suspended by alice") {
+		t.Errorf("run while suspended: %+v", run)
+	}
+	if got := ra.runs.Load(); got != runs {
+		t.Errorf("%d applies ran while suspended", got-runs)
+	}
+	if !strings.HasSuffix(e.linked(), e.v1[:8]) {
+		t.Errorf("the host moved while suspended: %s", e.linked())
+	}
+	record.RemoveSuspension(l.SuspendFile())
+	e.waitLinked(e.v2[:8])
 }
