@@ -37,6 +37,11 @@ type State struct {
 	Strays        []string     // entries under releases/ that are not releases
 	Commit        Commit
 	MissingShared []string // shared.files absent under <root>/shared
+	// Ships is the history between the linked release's commit (ShipsFrom)
+	// and Commit: what a deploy ships, or a rollback takes away. Nil when
+	// they are the same, or the cache cannot say.
+	Ships     *gitcache.Log
+	ShipsFrom string
 	// Suspended is set while a person has suspended deploys.
 	Suspended *record.Suspension
 	// Cache is what <root>/cache holds, step by step, keys in order.
@@ -181,7 +186,31 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 	if err := observeCacheKeys(ctx, d, git, s); err != nil {
 		return nil, err
 	}
+	observeShips(ctx, git, s)
 	return s, nil
+}
+
+// Historian reads the history between two commits; the git cache does.
+type Historian interface {
+	Between(ctx context.Context, from, to string, max int) (*gitcache.Log, error)
+}
+
+// ShipsMax is how many commit subjects a plan lists.
+const ShipsMax = 20
+
+// observeShips reads what the target ships relative to the linked
+// release. A converged host never pays for it: the commits are the same.
+func observeShips(ctx context.Context, git Git, s *State) {
+	h, ok := git.(Historian)
+	r := s.Release(s.Link.Release)
+	if !ok || r == nil || r.Record == nil || s.Commit.SHA == "" || !s.Commit.InCache || r.Record.Commit == s.Commit.SHA {
+		return
+	}
+	l, err := h.Between(ctx, r.Record.Commit, s.Commit.SHA, ShipsMax)
+	if err != nil {
+		return // what ships is information; the plan does not depend on it
+	}
+	s.Ships, s.ShipsFrom = l, r.Record.Commit
 }
 
 // Lister lists the files of a commit's tree; the git cache does.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/services"
@@ -165,6 +166,10 @@ type Plan struct {
 	// Reverting is set on the plan that returns the host to its rollback
 	// target after the target failed once linked.
 	Reverting *Reverting `json:"reverting,omitempty"`
+	// Ships is what moving the link from the linked commit (ShipsFrom) to
+	// Commit ships, or takes away.
+	Ships     *gitcache.Log `json:"ships,omitempty"`
+	ShipsFrom string        `json:"ships_from,omitempty"`
 	// Rollback is set on the plan `reconciler rollback` makes: a failed
 	// check does not revert it, the operator chose where to go.
 	Rollback bool `json:"rollback,omitempty"`
@@ -238,6 +243,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		return nil, &Error{Msg: fmt.Sprintf("shared files missing under %s/shared: %s; create them (they hold configuration and secrets the reconciler cannot guess)", d.Root, strings.Join(a.MissingShared, ", "))}
 	}
 	p.Warnings = warnings(a)
+	p.Ships, p.ShipsFrom = a.Ships, a.ShipsFrom
 	if a.Suspended != nil {
 		p.Warnings = append(p.Warnings, a.Suspended.Describe()+"; apply refuses until resumed (reconciler resume)")
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,6 +272,38 @@ func TestMakeGolden(t *testing.T) {
 					Cache:    []actual.CacheEntry{{Step: "venv", Key: keyVenv, Seal: &stepcache.Seal{Step: "venv", Key: keyVenv, Release: b.Name}}}}
 			},
 			steps: []Action{Fetch, Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health},
+		},
+		{
+			// The plan says what ships: the first 20 subjects, then a count.
+			name: "upgrade_ships_commits",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				a := rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete)
+				ships := &gitcache.Log{Direction: "forward", Total: 22}
+				for i := 22; i > 2; i-- {
+					ships.Commits = append(ships.Commits, gitcache.LogEntry{SHA: fmt.Sprintf("%02d%s", i, shaB[2:]), Subject: fmt.Sprintf("Change %d of the cart", i), Time: t0})
+				}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(a.Name),
+					Host:     &record.Host{Linked: a.Name, ServicesDone: true, Verified: true},
+					Releases: []actual.Release{a}, Commit: inCache(shaB), Ships: ships, ShipsFrom: shaA}
+			},
+			steps: []Action{Create, Export, Shared, Build, Build, Migrate, Switch, Service, Service, Health},
+		},
+		{
+			// Going back: the commits that go away, and the cache held
+			// only part of the history.
+			name: "rollback_commits_go_away",
+			d:    func(t *testing.T) *desired.State { return desiredState(t, shaA[:8], 5) },
+			a: func(d *desired.State) *actual.State {
+				a := rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete)
+				b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)
+				goes := &gitcache.Log{Direction: "back", Total: 2, Partial: true, Commits: []gitcache.LogEntry{
+					{SHA: shaB, Subject: "Drop the legacy checkout \x1b[31m(red)", Time: t0}, {SHA: shaC, Subject: "Add catalog.0024", Time: t0}}}
+				return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name),
+					Host:     &record.Host{Linked: b.Name, ServicesDone: true, Verified: true},
+					Releases: []actual.Release{a, b}, Commit: inCache(shaA), Ships: goes, ShipsFrom: shaB}
+			},
+			steps: []Action{Switch, Service, Service, Health},
 		},
 		{
 			name: "services_pending_after_interrupted_switch",

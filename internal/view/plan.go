@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
 
 // Command is how the user invoked the reconciler, e.g. "reconciler -f
@@ -28,6 +29,7 @@ func PlanHuman(w io.Writer, p *plan.Plan, cmd Command) error {
 		linked = "(nothing)"
 	}
 	fmt.Fprintf(&b, "linked:  %s -> %s\n", p.Link, linked)
+	writeShips(&b, p)
 	for _, w := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
@@ -58,6 +60,47 @@ func PlanHuman(w io.Writer, p *plan.Plan, cmd Command) error {
 	writeSteps(&b, p)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeShips lists the commits the plan ships, or takes away.
+func writeShips(b *strings.Builder, p *plan.Plan) {
+	l := p.Ships
+	if l == nil || l.Direction == "same" {
+		return
+	}
+	n := fmt.Sprintf("%d commit%s", l.Total, plural(l.Total))
+	span := short(p.ShipsFrom) + ".." + short(p.Commit)
+	switch l.Direction {
+	case "forward":
+		fmt.Fprintf(b, "ships:   %s (%s):\n", n, span)
+	case "back":
+		fmt.Fprintf(b, "rollback: these %s go away (%s):\n", n, short(p.Commit)+".."+short(p.ShipsFrom))
+	default:
+		fmt.Fprintf(b, "diverged: %s is not an ancestor of %s (a force push, another branch?); the target has %s:\n", short(p.ShipsFrom), short(p.Commit), n)
+	}
+	for _, c := range l.Commits {
+		fmt.Fprintf(b, "  %s %s\n", short(c.SHA), scrub.Escape(c.Subject)) // the repository's text, never terminal control
+	}
+	if more := l.Total - len(l.Commits); more > 0 {
+		fmt.Fprintf(b, "  … and %d more\n", more)
+	}
+	if l.Partial {
+		b.WriteString("  (and perhaps more: the cache holds no more of the history)\n")
+	}
+}
+
+func short(sha string) string {
+	if len(sha) > 8 {
+		return sha[:8]
+	}
+	return sha
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }
 
 func writeReverting(b *strings.Builder, p *plan.Plan) {
