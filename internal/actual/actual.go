@@ -42,6 +42,9 @@ type State struct {
 	// they are the same, or the cache cannot say.
 	Ships     *gitcache.Log
 	ShipsFrom string
+	// Applied is the snapshot of the desired state the last successful
+	// apply reconciled (desired.State.Snapshot); nil before the first.
+	Applied map[string]string
 	// Suspended is set while a person has suspended deploys.
 	Suspended *record.Suspension
 	// Cache is what <root>/cache holds, step by step, keys in order.
@@ -161,6 +164,7 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		if err := observeCache(l, s); err != nil {
 			return nil, err
 		}
+		s.Applied = record.ReadApplied(l.AppliedFile())
 		if s.Suspended, err = record.ReadSuspension(l.SuspendFile()); err != nil {
 			return nil, err
 		}

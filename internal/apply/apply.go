@@ -154,6 +154,9 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 		err = classify("", err)
 	}
 	e.res.Result = resultOf(e.res, err)
+	if err == nil && (e.res.Result == history.ResultOK || e.res.Result == history.ResultNoop) && opts.Rollback == nil {
+		e.keepApplied()
+	}
 	if err != nil {
 		e.res.Error = err.Error()
 	}
@@ -166,6 +169,19 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	e.log.Info("apply done", zap.String("result", e.res.Result), zap.Duration("elapsed", opts.Now().Sub(start)))
 	e.View.Done(e.res, err)
 	return e.res, err
+}
+
+// keepApplied keeps the snapshot of the desired state just reconciled, for
+// the next plan to say what changed since. Written only when it changed: a
+// converged apply writes nothing it need not.
+func (e *executor) keepApplied() {
+	snap := e.Desired.Snapshot()
+	if e.res.Plan != nil && len(e.res.Plan.Changed) == 0 && record.ReadApplied(e.l.AppliedFile()) != nil {
+		return
+	}
+	if err := record.WriteApplied(e.l.AppliedFile(), snap); err != nil {
+		e.log.Warn("keep the applied desired state", zap.Error(err))
+	}
 }
 
 // checkDirs makes the directories an apply writes in and checks each, and

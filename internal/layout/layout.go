@@ -45,6 +45,10 @@ func (l Layout) HistoryFile() string { return filepath.Join(l.StateDir(), "histo
 func (l Layout) HostFile() string    { return filepath.Join(l.StateDir(), "host.json") }
 func (l Layout) SuspendFile() string { return filepath.Join(l.StateDir(), "suspended.json") }
 
+// AppliedFile holds the snapshot of the desired state the last successful
+// apply reconciled: field paths and hashes of their values, never values.
+func (l Layout) AppliedFile() string { return filepath.Join(l.StateDir(), "applied.json") }
+
 // ReleaseDir is the directory of the release called name.
 func (l Layout) ReleaseDir(name string) string { return filepath.Join(l.ReleasesDir(), name) }
 

@@ -170,6 +170,10 @@ type Plan struct {
 	// Commit ships, or takes away.
 	Ships     *gitcache.Log `json:"ships,omitempty"`
 	ShipsFrom string        `json:"ships_from,omitempty"`
+	// Changed are the fields of desired.yaml changed since the last
+	// successful apply ("build[1].run", "env.SECRET_KEY": keys, never
+	// values).
+	Changed []string `json:"changed,omitempty"`
 	// Rollback is set on the plan `reconciler rollback` makes: a failed
 	// check does not revert it, the operator chose where to go.
 	Rollback bool `json:"rollback,omitempty"`
@@ -244,6 +248,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	}
 	p.Warnings = warnings(a)
 	p.Ships, p.ShipsFrom = a.Ships, a.ShipsFrom
+	p.Changed = desired.Changed(a.Applied, d.Snapshot())
 	if a.Suspended != nil {
 		p.Warnings = append(p.Warnings, a.Suspended.Describe()+"; apply refuses until resumed (reconciler resume)")
 	}

@@ -57,3 +57,17 @@ func RemoveSuspension(path string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// ReadApplied reads the snapshot of the desired state the last successful
+// apply reconciled; nil when there is none (or it cannot be read: it only
+// serves to say what changed).
+func ReadApplied(path string) map[string]string {
+	var m map[string]string
+	if err := readJSON(path, &m); err != nil {
+		return nil
+	}
+	return m
+}
+
+// WriteApplied keeps the snapshot of the desired state just reconciled.
+func WriteApplied(path string, m map[string]string) error { return writeJSON(path, m) }

@@ -30,6 +30,9 @@ func PlanHuman(w io.Writer, p *plan.Plan, cmd Command) error {
 	}
 	fmt.Fprintf(&b, "linked:  %s -> %s\n", p.Link, linked)
 	writeShips(&b, p)
+	if len(p.Changed) > 0 {
+		fmt.Fprintf(&b, "changed: %s (in desired.yaml since the last apply)\n", strings.Join(p.Changed, ", "))
+	}
 	for _, w := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
