@@ -68,16 +68,20 @@ func (b *bench) startup() {
 		}
 	}
 	hw, vw, aw := median(wall[0]), median(wall[1]), median(wall[2])
-	fig := func(j int) string {
-		f := slices.Clone(faults[j])
-		slices.Sort(f)
-		return fmt.Sprintf("cpu %s, %d page faults", ms(median(cpu[j])), f[len(f)/2])
-	}
 	ratio := float64(vw) / float64(hw)
 	fmt.Printf("start-up: `reconciler version`:      %9s   baseline hello-world Go binary %s   ratio %.2f (target <= 2: %s)\n",
 		ms(vw), ms(hw), ratio, verdict(ratio <= 2))
 	fmt.Printf("start-up: converged apply, 20 releases: %7s   baseline `reconciler version` %s   +%s (target <= +10 ms: %s)\n",
 		ms(aw), ms(vw), ms(aw-vw), verdict(aw-vw <= 10*time.Millisecond))
-	fmt.Printf("          (%d interleaved runs after %d warm-up; hello-world %s; version %s; apply %s)\n",
-		runs, warm, fig(0), fig(1), fig(2))
+	hc, vc, ac := median(cpu[0]), median(cpu[1]), median(cpu[2])
+	hf, vf, af := medianInt(faults[0]), medianInt(faults[1]), medianInt(faults[2])
+	fmt.Printf("          CPU time: hello-world %s, version %s (%.2fx), apply %s (+%s); page faults: %d, %d (%.2fx), %d (+%d)\n",
+		ms(hc), ms(vc), float64(vc)/float64(hc), ms(ac), ms(ac-vc), hf, vf, float64(vf)/float64(hf), af, af-vf)
+	fmt.Printf("          (%d interleaved runs after %d warm-up, medians)\n", runs, warm)
+}
+
+func medianInt(xs []int64) int64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
