@@ -48,11 +48,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon", "health"} {
+	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup}[name]()
 	}
 }
 

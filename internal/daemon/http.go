@@ -15,83 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/net/netutil"
 
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
-
-// Metrics are the daemon's Prometheus metrics, in their own registry.
-type Metrics struct {
-	Registry    *prometheus.Registry
-	runs        *prometheus.CounterVec
-	duration    prometheus.Histogram
-	lastSuccess prometheus.Gauge
-	releaseInfo *prometheus.GaugeVec
-	failures    *prometheus.CounterVec
-	blocked     prometheus.Gauge
-	inSync      prometheus.Gauge
-}
-
-// NewMetrics registers the metrics.
-func NewMetrics() *Metrics {
-	m := &Metrics{
-		Registry: prometheus.NewRegistry(),
-		runs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reconciler_runs_total",
-			Help: "Reconcile runs by result and trigger."}, []string{"result", "trigger"}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "reconciler_run_duration_seconds",
-			Help: "Duration of reconcile runs.", Buckets: []float64{.01, .05, .1, .5, 1, 5, 15, 60, 300, 1200}}),
-		lastSuccess: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_last_success_timestamp_seconds",
-			Help: "When a run last succeeded, as a Unix time."}),
-		releaseInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "reconciler_release_info",
-			Help: "The release the link points at after the last run, read from the host (value 1)."}, []string{"release", "commit"}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "reconciler_failures_total",
-			Help: "Failed runs by kind: bad-desired, transient, terminal."}, []string{"kind"}),
-		blocked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_target_blocked",
-			Help: "1 while the desired target failed and waits for a person (a new commit, a fixed build, apply --retry)."}),
-		inSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_in_sync",
-			Help: "1 when the last run left the host at the desired target."}),
-	}
-	m.Registry.MustRegister(m.runs, m.duration, m.lastSuccess, m.releaseInfo, m.failures, m.blocked, m.inSync,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
-}
-
-func (m *Metrics) observe(r *Run) {
-	// A run's trigger may be several joined: count it under the first.
-	trigger, _, _ := strings.Cut(r.Trigger, ",")
-	m.runs.WithLabelValues(r.Result, trigger).Inc()
-	m.duration.Observe(r.Duration)
-	if r.ErrorKind != "" {
-		m.failures.WithLabelValues(r.ErrorKind).Inc()
-	} else {
-		m.lastSuccess.Set(float64(r.Started.Add(time.Duration(r.Duration * float64(time.Second))).Unix()))
-	}
-}
-
-// release names the release the link points at; one series at most, so
-// the labels' cardinality stays bounded. No link, no series.
-func (m *Metrics) release(name, commit string) {
-	m.releaseInfo.Reset()
-	if name != "" {
-		m.releaseInfo.WithLabelValues(name, commit).Set(1)
-	}
-}
-
-func (m *Metrics) state(blocked, inSync bool) {
-	m.blocked.Set(b2f(blocked))
-	m.inSync.Set(b2f(inSync))
-}
-
-func b2f(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // Server is the daemon's HTTP interface.
 type Server struct {
@@ -191,7 +119,7 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(b)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Daemon.opts.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.Daemon.opts.Metrics)
 	mux.HandleFunc("POST /hooks/reconcile", s.hook)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)

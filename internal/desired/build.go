@@ -3,16 +3,16 @@ package desired
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
-var stepRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+var stepRE = lazyre.New(`^[a-z0-9][a-z0-9_-]*$`)
 
 // stepNames the reconciler uses itself, so a build step cannot take them.
 var stepNames = []string{"export", "shared", "migrate", "preflight"}
@@ -91,7 +91,7 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 }
 
 // userRE is what useradd accepts as a user name, or a numeric uid.
-var userRE = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+var userRE = lazyre.New(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
 
 // userName reads a run_as: a user name or uid. Whether the user exists is
 // asked when the command runs, on the host that runs it.

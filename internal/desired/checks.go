@@ -2,11 +2,12 @@ package desired
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 func (p *parser) checks(n *yaml.Node, path string) []Check {
@@ -73,4 +74,4 @@ func (p *parser) checks(n *yaml.Node, path string) []Check {
 	return out
 }
 
-var hostPortRE = regexp.MustCompile(`^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$`)
+var hostPortRE = lazyre.New(`^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$`)

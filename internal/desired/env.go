@@ -1,14 +1,15 @@
 package desired
 
 import (
-	"regexp"
 	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
-var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envNameRE = lazyre.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (p *parser) env(n *yaml.Node, s *State) {
 	n = deref(n)

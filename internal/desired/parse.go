@@ -8,13 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 // MaxFileSize bounds what Load and Parse read, so a wrong path (a log file, a
@@ -137,7 +137,7 @@ func decode(dec *yaml.Decoder, n *yaml.Node) (err error) {
 	return dec.Decode(n)
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+var yamlLine = lazyre.New(`^yaml: line (\d+): (.*)$`)
 
 func (p *parser) yamlError(err error) {
 	var te *yaml.TypeError
@@ -160,8 +160,8 @@ func (p *parser) yamlMsg(msg string) {
 }
 
 var (
-	appRE  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	appRE  = lazyre.New(`^[a-z0-9][a-z0-9_.-]*$`)
+	nameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 )
 
 // reserved names cannot be the link: they are the reconciler's own entries

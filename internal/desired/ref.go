@@ -3,11 +3,12 @@ package desired
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
-var hexRE = regexp.MustCompile(`^[0-9a-f]{4,40}$`)
+var hexRE = lazyre.New(`^[0-9a-f]{4,40}$`)
 
 // IsHash reports whether ref is written as a full or abbreviated commit SHA.
 func IsHash(ref string) bool { return hexRE.MatchString(ref) }

@@ -3,16 +3,17 @@ package desired
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 var (
-	unitRE    = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+$`)
-	programRE = regexp.MustCompile(`^[A-Za-z0-9_.:*-]+$`)
+	unitRE    = lazyre.New(`^[A-Za-z0-9:_.@\\-]+$`)
+	programRE = lazyre.New(`^[A-Za-z0-9_.:*-]+$`)
 )
 
 func (p *parser) services(n *yaml.Node, s *State) {

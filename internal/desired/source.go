@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 func (p *parser) source(n *yaml.Node, s *State) {
@@ -133,14 +134,14 @@ type repoAddr struct {
 
 var (
 	// urlRE is git's is_url (url.c): a scheme, then "://".
-	urlRE = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9+.-]*)://`)
+	urlRE = lazyre.New(`^([A-Za-z0-9][A-Za-z0-9+.-]*)://`)
 	// The parts of an scp-like [user@]host:path address. go-git's
 	// transport splits these addresses with a looser pattern; a user with
 	// an @ or a host with an odd character would be read differently there.
-	scpUserRE = regexp.MustCompile(`^[A-Za-z0-9_.+-]+$`)
-	scpHostRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+	scpUserRE = lazyre.New(`^[A-Za-z0-9_.+-]+$`)
+	scpHostRE = lazyre.New(`^[A-Za-z0-9_.-]+$`)
 	// go-git reads host:NNN:path as a port; git reads NNN:path as the path.
-	scpPortRE = regexp.MustCompile(`^[0-9]{1,5}:`)
+	scpPortRE = lazyre.New(`^[0-9]{1,5}:`)
 )
 
 // checkRepo checks source.repo and returns the value State.Source.Repo

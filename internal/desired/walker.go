@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 // parser walks the yaml node tree itself, rather than decoding into structs,
@@ -226,7 +227,7 @@ func (p *parser) strList(n *yaml.Node, path string) ([]string, []*yaml.Node) {
 	return out, nodes
 }
 
-var intRE = regexp.MustCompile(`^[-+]?[0-9]+$`)
+var intRE = lazyre.New(`^[-+]?[0-9]+$`)
 
 // checkRelPath accepts a clean relative path that stays where it is put.
 func checkRelPath(v string) error {

@@ -5,8 +5,9 @@ package layout
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 	"time"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 // Layout is the on-host layout under one root.
@@ -92,7 +93,7 @@ func Short(sha string) string {
 	return sha
 }
 
-var releaseNameRE = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$`)
+var releaseNameRE = lazyre.New(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}(-[0-9]+)?$`)
 
 // ReleaseName makes the name of a new release of commit created at t. A
 // release name is only ever made here; n > 0 disambiguates two releases made

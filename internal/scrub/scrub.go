@@ -6,16 +6,17 @@ package scrub
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 )
 
 // userinfo matches the user:password@ of a URL inside any text: the
 // scheme, a user without ':' '/' '@' or space, and a password up to the
 // '@'. Text is scanned rather than parsed because a URL reaches messages
 // inside command lines, quoted, and inside other errors.
-var userinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)([^\s/:@]*):([^\s/@]+)@`)
+var userinfo = lazyre.New(`([A-Za-z][A-Za-z0-9+.-]*://)([^\s/:@]*):([^\s/@]+)@`)
 
 // URLs hides the password of every URL in s as url.URL.Redacted does
 // (user:xxxxx@host). A user without a password is left as it is.

@@ -22,7 +22,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -74,10 +73,18 @@ func SpecOf(d *desired.State, i int) Spec {
 // KeyLen is the length of a key in hex digits: 128 bits.
 const KeyLen = 32
 
-var keyRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
 // IsKey reports whether name has the form of a key.
-func IsKey(name string) bool { return keyRE.MatchString(name) }
+func IsKey(name string) bool {
+	if len(name) != KeyLen {
+		return false
+	}
+	for _, c := range name {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Key is the key of a step with spec s whose key files are in.
 func Key(s Spec, in []Input) string {
