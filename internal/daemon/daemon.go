@@ -254,7 +254,7 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 			d.blocked = blocked
 		}
 		d.suspended = suspended
-		m.state(d.blocked != "", inSync)
+		m.state(d.blocked != "", inSync, suspended)
 		d.last = run
 		d.mu.Unlock()
 		log.Info("run done", zap.String("result", run.Result), zap.Float64("duration_s", run.Duration), zap.String("error_kind", run.ErrorKind))

@@ -619,6 +619,11 @@ func TestSuspendedDaemonOnlyReports(t *testing.T) {
 	if got := ra.runs.Load(); got != runs {
 		t.Errorf("%d applies ran while suspended", got-runs)
 	}
+	var m strings.Builder
+	d.opts.Metrics.WriteTo(&m)
+	if !strings.Contains(m.String(), "\nreconciler_suspended 1\n") {
+		t.Errorf("/metrics while suspended:\n%s", m.String())
+	}
 	if !strings.HasSuffix(e.linked(), e.v1[:8]) {
 		t.Errorf("the host moved while suspended: %s", e.linked())
 	}

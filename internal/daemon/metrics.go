@@ -42,6 +42,7 @@ type Metrics struct {
 	linked      []string           // commit and release of the link, nil when there is no link
 	blocked     float64
 	inSync      float64
+	suspended   float64
 }
 
 // durationBuckets are the upper bounds of reconciler_run_duration_seconds.
@@ -82,10 +83,10 @@ func (m *Metrics) release(name, commit string) {
 	}
 }
 
-func (m *Metrics) state(blocked, inSync bool) {
+func (m *Metrics) state(blocked, inSync, suspended bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.blocked, m.inSync = b2f(blocked), b2f(inSync)
+	m.blocked, m.inSync, m.suspended = b2f(blocked), b2f(inSync), b2f(suspended)
 }
 
 func b2f(b bool) float64 {
@@ -171,6 +172,7 @@ func (m *Metrics) write(e *expo) {
 	for _, k := range keys {
 		e.sample("reconciler_runs_total", []string{"result", k[0], "trigger", k[1]}, m.runs[k])
 	}
+	e.gauge("reconciler_suspended", "1 while deploys are suspended (reconciler suspend, or rollback): runs only report.", m.suspended)
 	e.gauge("reconciler_target_blocked", "1 while the desired target failed and waits for a person (a new commit, a fixed build, apply --retry).", m.blocked)
 }
 

@@ -33,6 +33,7 @@ type refMetrics struct {
 	failures    *prometheus.CounterVec
 	blocked     prometheus.Gauge
 	inSync      prometheus.Gauge
+	suspended   prometheus.Gauge
 }
 
 func newRefMetrics() *refMetrics {
@@ -52,8 +53,10 @@ func newRefMetrics() *refMetrics {
 			Help: "1 while the desired target failed and waits for a person (a new commit, a fixed build, apply --retry)."}),
 		inSync: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_in_sync",
 			Help: "1 when the last run left the host at the desired target."}),
+		suspended: prometheus.NewGauge(prometheus.GaugeOpts{Name: "reconciler_suspended",
+			Help: "1 while deploys are suspended (reconciler suspend, or rollback): runs only report."}),
 	}
-	m.registry.MustRegister(m.runs, m.duration, m.lastSuccess, m.releaseInfo, m.failures, m.blocked, m.inSync,
+	m.registry.MustRegister(m.runs, m.duration, m.lastSuccess, m.releaseInfo, m.failures, m.blocked, m.inSync, m.suspended,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -76,9 +79,10 @@ func (m *refMetrics) release(name, commit string) {
 	}
 }
 
-func (m *refMetrics) state(blocked, inSync bool) {
+func (m *refMetrics) state(blocked, inSync, suspended bool) {
 	m.blocked.Set(b2f(blocked))
 	m.inSync.Set(b2f(inSync))
+	m.suspended.Set(b2f(suspended))
 }
 
 // scrape GETs /metrics from h as Prometheus does, gzip accepted.
@@ -126,7 +130,7 @@ func linesOf(text, prefix string) string {
 type recorder interface {
 	observe(*Run)
 	release(name, commit string)
-	state(blocked, inSync bool)
+	state(blocked, inSync, suspended bool)
 }
 
 var _, _ recorder = (*Metrics)(nil), (*refMetrics)(nil)
@@ -147,9 +151,9 @@ func TestMetricsAsClientGolang(t *testing.T) {
 			m.release(name, commit)
 		}
 	}
-	state := func(blocked, inSync bool) event {
+	state := func(blocked, inSync bool, suspended ...bool) event {
 		return func(m recorder) {
-			m.state(blocked, inSync)
+			m.state(blocked, inSync, len(suspended) > 0)
 		}
 	}
 	for _, tt := range []struct {
@@ -177,6 +181,10 @@ func TestMetricsAsClientGolang(t *testing.T) {
 			link("20261126T070000Z-9ca550ed", "9ca550edfbbff54a25d8804d1778dd6165e5cf85"),
 			link("", ""),
 			state(false, false),
+		}},
+		{"suspended", []event{
+			run(Run{Trigger: "cron", Started: t0, Duration: 0.01, Result: "suspended"}),
+			state(false, false, true),
 		}},
 		{"label values escaped", []event{
 			run(Run{Trigger: "we\"ird\\trigger\nname,cron", Started: t0, Duration: 3, Result: "ok"}),
