@@ -53,10 +53,10 @@ type Sender struct {
 	// Backoff are the waits between attempts; DefaultBackoff when nil.
 	Backoff []time.Duration
 
-	once   sync.Once
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	once    sync.Once
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 	mu      sync.Mutex
 	closed  bool
 	dropped int // deliveries cancelled by Close
