@@ -198,7 +198,7 @@ func text(ev Event, in Input, he *apply.HealthError, be *apply.BlockedError) str
 		case "":
 			fmt.Fprintf(&b, "deployed %s", ref(ev.To))
 		case ev.To.Release:
-			fmt.Fprintf(&b, "repaired %s; it serves", ref(ev.To))
+			fmt.Fprintf(&b, "reconciled %s; it serves", ref(ev.To))
 		default:
 			if older(in.Host, ev.To.Release, ev.From.Release) {
 				fmt.Fprintf(&b, "rolled back to %s, was %s", ref(ev.To), ref(ev.From))
