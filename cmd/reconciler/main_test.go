@@ -4,12 +4,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +48,7 @@ func TestScripts(t *testing.T) {
 			"waitfile":    waitfile,
 			"setsha":      setsha,
 			"corruptpack": corruptpack,
+			"hookserver":  hookserver,
 		},
 	})
 }
@@ -140,4 +147,67 @@ func corruptpack(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		ts.Check(f.Close())
 	}
+}
+
+// hookSecret is the secret part of the webhook URLs hookserver makes, as
+// in Slack's https://hooks.slack.com/services/T…/B…/<token>: a script
+// checks it is never shown.
+const hookSecret = "/services/T0001/B0001/s3cr3tT0ken"
+
+// hookserver NAME [STATUS...] starts a webhook receiver on 127.0.0.1 for
+// the rest of the script. It appends each request's body, one JSON per
+// line, to NAME.posts, and answers with the given statuses in turn, the
+// last one from then on (200 without any), echoing the request's path in
+// the answer as some servers do. $NAME is its URL with a secret path,
+// also written to NAME.url for url_file:. With -down, nothing listens at
+// $NAME: a port taken and freed.
+func hookserver(ts *testscript.TestScript, neg bool, args []string) {
+	down := len(args) > 0 && args[0] == "-down"
+	if down {
+		args = args[1:]
+	}
+	if neg || len(args) < 1 || down && len(args) != 1 {
+		ts.Fatalf("usage: hookserver [-down] NAME [STATUS...]")
+	}
+	name := args[0]
+	var codes []int
+	for _, a := range args[1:] {
+		c, err := strconv.Atoi(a)
+		ts.Check(err)
+		codes = append(codes, c)
+	}
+	var url string
+	if down {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		url = "http://" + ln.Addr().String()
+		ln.Close()
+	} else {
+		posts := ts.MkAbs(name + ".posts")
+		ts.Check(os.WriteFile(posts, nil, 0o644))
+		var mu sync.Mutex
+		n := 0
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			f, err := os.OpenFile(posts, os.O_APPEND|os.O_WRONLY, 0)
+			if err == nil {
+				fmt.Fprintf(f, "%s %s %s\n", r.Method, r.Header.Get("Content-Type"), b)
+				f.Close()
+			}
+			code := 200
+			if len(codes) > 0 {
+				code = codes[min(n, len(codes)-1)]
+			}
+			n++
+			w.WriteHeader(code)
+			fmt.Fprintf(w, "no such hook: %s", r.URL.Path)
+		}))
+		ts.Defer(srv.Close)
+		url = srv.URL
+	}
+	url += hookSecret
+	ts.Setenv(name, url)
+	ts.Check(os.WriteFile(ts.MkAbs(name+".url"), []byte(url+"\n"), 0o600))
 }

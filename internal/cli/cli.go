@@ -250,7 +250,7 @@ func applyCmd(g *globals) *cobra.Command {
 				// Progress for people on stderr; stdout stays one JSON document.
 				v = &view.OperationJSON{W: g.stdout, Progress: &view.OperationHuman{W: g.stderr, Cmd: g.command()}}
 			}
-			_, err = apply.Apply(cmd.Context(), apply.Options{
+			res, err := apply.Apply(cmd.Context(), apply.Options{
 				Desired:     d,
 				Git:         cache(d),
 				Runner:      &runner.Runner{Log: log.Named("run")},
@@ -261,6 +261,9 @@ func applyCmd(g *globals) *cobra.Command {
 				Trigger:     "cli",
 				Env:         os.Environ(),
 			})
+			// After the result is shown; a slow webhook delays the
+			// exit by notifyWait at most, never the deploy.
+			notifyApply(cmd.Context(), d, res, err, log.Named("notify"))
 			if err != nil {
 				return &exitError{code: ExitError, err: g.applyError(err)}
 			}

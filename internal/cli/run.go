@@ -22,6 +22,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/daemon"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
+	"github.com/reconciler-dev/reconciler/internal/notify"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/source"
@@ -173,7 +174,16 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 		src = &source.File{Path: g.file, Log: log}
 	}
 
+	// Notifications are delivered in the background, across runs; the
+	// ones in flight at shutdown get notifyWait, then are dropped.
+	notifier := &notify.Sender{Log: log.Named("notify")}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), notifyWait)
+		defer cancel()
+		notifier.Close(ctx)
+	}()
 	d := daemon.New(daemon.Options{
+		Notifier: notifier,
 		Source:   src,
 		Log:      log,
 		Schedule: f.schedule,

@@ -26,6 +26,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/notify"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/source"
 )
@@ -47,6 +48,16 @@ type Options struct {
 	Metrics                *Metrics
 	// Now is the clock runs are timed with; time.Now when nil.
 	Now func() time.Time
+	// Notifier, when set, is handed the event of every apply for the
+	// destinations of notify:. It must not block.
+	Notifier Notifier
+	// Hostname names the host in notifications; notify.Hostname() when "".
+	Hostname string
+}
+
+// Notifier sends notifications in the background: *notify.Sender.
+type Notifier interface {
+	Send(targets []desired.Notify, ev notify.Event)
 }
 
 // Run is what the daemon knows of a reconcile.
@@ -88,6 +99,11 @@ type Daemon struct {
 	cronEntry cron.EntryID
 	backoff   time.Duration
 	retry     *time.Timer
+
+	// told remembers which destination heard of which failure, so a
+	// blocked target is told once, not on every tick. In memory only: a
+	// restarted daemon tells of a standing failure once more.
+	told notify.Once
 }
 
 // New makes a daemon.
@@ -109,6 +125,9 @@ func New(opts Options) *Daemon {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.Hostname == "" {
+		opts.Hostname = notify.Hostname()
 	}
 	return &Daemon{opts: opts, log: opts.Log, wake: make(chan struct{}, 1), reasons: map[string]bool{},
 		cron: cron.New(cron.WithParser(desired.CronParser))}
@@ -339,6 +358,7 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	if host != nil {
 		run.Linked = host.Link.Release
 	}
+	d.notify(state, res, err, host, trigger)
 	if err != nil {
 		var ae *apply.Error
 		var be *apply.BlockedError
@@ -369,6 +389,28 @@ func (d *Daemon) reconcile(ctx context.Context, trigger string) {
 	succeeded = true
 	inSync = run.Result == history.ResultOK || run.Result == history.ResultNoop
 	d.resetBackoff()
+}
+
+// notify hands the apply's event to the notifier, for the destinations
+// that have not heard of its failure yet. A run that ended well ends the
+// incident: the next failure is news, even of the same target.
+func (d *Daemon) notify(state *desired.State, res *apply.Result, err error, host *actual.State, trigger string) {
+	if d.opts.Notifier == nil {
+		return
+	}
+	if err == nil {
+		d.told.Clear()
+	}
+	if len(state.Notify) == 0 {
+		return
+	}
+	ev, ok := notify.New(notify.Input{Desired: state, Result: res, Err: err, Host: host, Trigger: trigger, Hostname: d.opts.Hostname, Time: d.opts.Now()})
+	if !ok {
+		return
+	}
+	if targets := d.told.Filter(state.Notify, ev); len(targets) > 0 {
+		d.opts.Notifier.Send(targets, ev)
+	}
 }
 
 // observe reads the host after a run, without git, and publishes the

@@ -41,6 +41,10 @@ type State struct {
 	// checks run as; "" for the reconciler's own user. A step's RunAs
 	// overrides it (and is filled from it when absent).
 	RunAs string
+	// Notify are where the outcome of an apply is posted; none when
+	// empty. Not part of the Fingerprint: it changes who hears of a
+	// release, not what is built.
+	Notify []Notify
 }
 
 // Check kinds.

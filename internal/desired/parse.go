@@ -174,7 +174,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as", "notify"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -230,6 +230,8 @@ func (p *parser) state(n *yaml.Node) *State {
 			s.RunAs = p.userName(v, key)
 		case "preflight":
 			p.preflight(v, s)
+		case "notify":
+			p.notify(v, s)
 		}
 	})
 	if !ok {
