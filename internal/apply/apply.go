@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -22,6 +24,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
 )
 
@@ -62,6 +65,9 @@ type Options struct {
 	LockTimeout  time.Duration
 	Trigger      string           // what started the apply: "cli", "schedule", ...
 	ConfigCommit string           // the config repository commit of the desired file, if any
+	// User and Host are recorded in the history with the apply; when
+	// empty, the process's (see CurrentUser) and os.Hostname.
+	User, Host string
 	Env          []string         // base environment of commands, usually os.Environ()
 	Now          func() time.Time // the clock; time.Now when nil
 }
@@ -82,6 +88,9 @@ type StepResult struct {
 	// Output is the tail of what a failed command printed. It was shown
 	// live; it is kept here and in the records, not repeated in Error.
 	Output string `json:"output,omitempty"`
+	// Log is the file that keeps the command's full output, when the step
+	// ran one that keeps it (build steps, the migration, the preflight).
+	Log string `json:"log,omitempty"`
 }
 
 // Result is what an apply did.
@@ -107,6 +116,12 @@ type executor struct {
 	id  string
 	log *zap.Logger
 	res *Result
+	// recID is the apply id the history records steps under: id, or the
+	// revert's own while a revert runs.
+	recID string
+	// stepLog is the full log the running step's command writes, once
+	// opened: StepResult.Log.
+	stepLog string
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -122,7 +137,14 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if opts.View == nil {
 		opts.View = nopView{}
 	}
+	if opts.User == "" {
+		opts.User = CurrentUser()
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+	}
 	e := &executor{Options: opts, l: layout.New(d.Root, d.Link), id: newID(opts.Now())}
+	e.recID = e.id
 	e.log = opts.Log.With(zap.String("apply_id", e.id))
 	if err := e.checkDirs(); err != nil {
 		return nil, classify("", err)
@@ -133,6 +155,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer lk.Release()
 	start := opts.Now()
+	from := e.linked()
 	e.res = &Result{ApplyID: e.id, Steps: []StepResult{}}
 	err = e.run(ctx)
 	if target, lerr := os.Readlink(e.l.LinkPath()); lerr == nil {
@@ -145,8 +168,8 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		e.res.Error = err.Error()
 	}
-	rec := history.Record{Time: opts.Now().UTC(), Kind: history.KindApply, ApplyID: e.id, Trigger: opts.Trigger, ConfigCommit: opts.ConfigCommit,
-		Commit: e.res.Commit, Release: e.res.Release, Result: e.res.Result, Duration: opts.Now().Sub(start).Seconds(), Error: e.res.Error}
+	rec := e.applyRecord(e.id, opts.Trigger, from, history.Ref{Release: e.res.Release, Commit: e.res.Commit})
+	rec.Result, rec.Duration, rec.Error = e.res.Result, opts.Now().Sub(start).Seconds(), e.res.Error
 	if herr := history.Append(e.l.HistoryFile(), rec); herr != nil && err == nil {
 		err = classify("history", herr)
 	}
@@ -154,6 +177,47 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	e.log.Info("apply done", zap.String("result", e.res.Result), zap.Duration("elapsed", opts.Now().Sub(start)))
 	e.View.Done(e.res, err)
 	return e.res, err
+}
+
+// applyRecord is the history record of an apply (or of a revert, with
+// its own id and trigger) from one release to another, without its result.
+func (e *executor) applyRecord(id, trigger string, from, to history.Ref) history.Record {
+	return history.Record{Time: e.Now().UTC(), Kind: history.KindApply, ApplyID: id, Trigger: trigger, User: e.User, Host: e.Host,
+		ConfigCommit: e.ConfigCommit, Release: to.Release, Commit: to.Commit, From: &from, To: &to}
+}
+
+// linked is what the link points at now, for the history: the release and
+// the commit its record names; empty when the link points at no release.
+func (e *executor) linked() history.Ref {
+	target, err := os.Readlink(e.l.LinkPath())
+	if err != nil {
+		return history.Ref{}
+	}
+	name := filepath.Base(target)
+	if !layout.IsReleaseName(name) {
+		return history.Ref{}
+	}
+	ref := history.Ref{Release: name}
+	if rec, err := record.ReadRelease(e.l.RecordFile(name)); err == nil {
+		ref.Commit = rec.Commit
+	}
+	return ref
+}
+
+// CurrentUser is who the history says applied: the user who ran sudo
+// (SUDO_USER), else the user's name (USER), else the name of the
+// process's uid, else the uid. It is what an audit asks, not a proof:
+// whoever can run the reconciler can set these.
+func CurrentUser() string {
+	for _, v := range []string{"SUDO_USER", "USER"} {
+		if u := os.Getenv(v); u != "" {
+			return u
+		}
+	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return u.Username
+	}
+	return strconv.Itoa(os.Getuid())
 }
 
 // checkDirs makes the directories an apply writes in and checks each, and
@@ -295,9 +359,10 @@ func (e *executor) step(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	e.View.StepStarted(s)
 	log := e.log.With(zap.String("step", string(s.Action)), zap.String("name", s.Name), zap.String("release", s.Release))
 	start := e.Now()
+	e.stepLog = ""
 	err := e.do(ctx, p, s)
 	dur := e.Now().Sub(start)
-	sr := StepResult{Step: s, Result: StepOK, Duration: dur.Seconds()}
+	sr := StepResult{Step: s, Result: StepOK, Duration: dur.Seconds(), Log: e.stepLog}
 	if err != nil {
 		sr.Result, sr.Error, sr.Output = StepFailed, err.Error(), ""
 		var f *stepFailure
@@ -315,7 +380,7 @@ func (e *executor) step(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	}
 	e.res.Steps = append(e.res.Steps, sr)
 	e.View.StepDone(sr)
-	hr := history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.id, Trigger: e.Trigger, Commit: s.Commit,
+	hr := history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.recID, Trigger: e.Trigger, Commit: s.Commit,
 		Release: s.Release, Step: describe(s), Result: sr.Result, Duration: sr.Duration, Error: sr.Error, Output: sr.Output}
 	if herr := history.Append(e.l.HistoryFile(), hr); herr != nil && err == nil {
 		err = herr

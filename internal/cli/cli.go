@@ -299,12 +299,12 @@ func statusCmd(g *globals) *cobra.Command {
 
 func historyCmd(g *globals) *cobra.Command {
 	var (
-		asJSON bool
-		limit  int
+		asJSON, steps bool
+		limit         int
 	)
 	cmd := &cobra.Command{
 		Use:   "history",
-		Short: "Show past applies and their steps",
+		Short: "Show past applies, newest first: who, from what to what, and how it ended",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
@@ -315,14 +315,16 @@ func historyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			// Read from the end: --limit costs what it shows.
-			recs, skipped, err := history.ReadTail(layout.New(d.Root, d.Link).HistoryFile(), limit)
+			applies, skipped, err := history.Applies(layout.New(d.Root, d.Link).HistoryFile(), limit, steps)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return view.HistoryJSON(g.stdout, recs)
+				err = view.HistoryJSON(g.stdout, applies)
+			} else {
+				err = view.HistoryHuman(g.stdout, applies)
 			}
-			if err := view.HistoryHuman(g.stdout, recs); err != nil {
+			if err != nil {
 				return err
 			}
 			if skipped > 0 {
@@ -331,8 +333,9 @@ func historyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as a JSON array")
-	cmd.Flags().IntVar(&limit, "limit", 0, "show only the last N records")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the applies as a JSON array")
+	cmd.Flags().BoolVar(&steps, "steps", false, "show each apply's steps, and its id, host and releases")
+	cmd.Flags().IntVar(&limit, "limit", 20, "show the last N applies; 0 for all")
 	return cmd
 }
 
