@@ -65,11 +65,12 @@ type Options struct {
 	LockTimeout  time.Duration
 	Trigger      string           // what started the apply: "cli", "schedule", ...
 	ConfigCommit string           // the config repository commit of the desired file, if any
+	Env          []string         // base environment of commands, usually os.Environ()
+	Now          func() time.Time // the clock; time.Now when nil
+
 	// User and Host are recorded in the history with the apply; when
 	// empty, the process's (see CurrentUser) and os.Hostname.
 	User, Host string
-	Env          []string         // base environment of commands, usually os.Environ()
-	Now          func() time.Time // the clock; time.Now when nil
 }
 
 // Step results.

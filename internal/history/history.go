@@ -78,12 +78,12 @@ type Record struct {
 	// Ref on a first deploy), To the release the apply went to: its
 	// target, the same as Release and Commit, whether or not it got
 	// there (Result says). Apply records only; nil in older ones.
-	From *Ref `json:"from,omitempty"`
-	To   *Ref `json:"to,omitempty"`
-	Step         string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
-	Result       string  `json:"result"`
-	Duration     float64 `json:"duration_s"`
-	Error        string  `json:"error,omitempty"`
+	From     *Ref    `json:"from,omitempty"`
+	To       *Ref    `json:"to,omitempty"`
+	Step     string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
+	Result   string  `json:"result"`
+	Duration float64 `json:"duration_s"`
+	Error    string  `json:"error,omitempty"`
 	// Output is the tail of what a failed command printed.
 	Output string `json:"output,omitempty"`
 }
