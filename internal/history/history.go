@@ -72,20 +72,21 @@ type Record struct {
 	// from, for the daemon with --config-repo.
 	ConfigCommit string `json:"config_commit,omitempty"`
 	// Commit and Release are a step's release, or an apply's target.
-	Commit  string `json:"commit,omitempty"`
-	Release string `json:"release,omitempty"`
-	// From is what the link pointed at when the apply started (an empty
-	// Ref on a first deploy), To the release the apply went to: its
-	// target, the same as Release and Commit, whether or not it got
-	// there (Result says). Apply records only; nil in older ones.
-	From     *Ref    `json:"from,omitempty"`
-	To       *Ref    `json:"to,omitempty"`
+	Commit   string  `json:"commit,omitempty"`
+	Release  string  `json:"release,omitempty"`
 	Step     string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
 	Result   string  `json:"result"`
 	Duration float64 `json:"duration_s"`
 	Error    string  `json:"error,omitempty"`
 	// Output is the tail of what a failed command printed.
 	Output string `json:"output,omitempty"`
+	// From is what the link pointed at when the apply started (an empty
+	// Ref on a first deploy), To the release the apply went to: its
+	// target, the same as Release and Commit, whether or not it got
+	// there (Result says). Apply records only; nil in older ones. Last,
+	// after the flat fields, in JSON too.
+	From *Ref `json:"from,omitempty"`
+	To   *Ref `json:"to,omitempty"`
 }
 
 // Ref names a release and its commit.
