@@ -366,8 +366,14 @@ a prefix (4 hex digits or more) of its commit, naming one release on disk.`,
 			var r steplog.Release
 			if len(args) == 0 {
 				var ok bool
-				if r, ok = steplog.LatestFailure(rels); !ok {
-					return fmt.Errorf("no release on disk has a failure recorded (%d releases); name one: `%s`", len(rels), g.command().With("logs RELEASE [STEP]"))
+				if r, ok = steplog.LatestFailure(rels); !ok && len(rels) == 0 {
+					return fmt.Errorf("no failure to show: there are no releases on disk under %s", l.ReleasesDir())
+				} else if !ok {
+					which := fmt.Sprintf("none of the %d releases on disk has one recorded", len(rels))
+					if len(rels) == 1 {
+						which = "the one release on disk has none recorded"
+					}
+					return fmt.Errorf("no failure to show: %s; name one: `%s`", which, g.command().With("logs RELEASE [STEP]"))
 				}
 			} else if r, err = steplog.Find(rels, args[0]); err != nil {
 				return err
@@ -383,7 +389,8 @@ a prefix (4 hex digits or more) of its commit, naming one release on disk.`,
 				step = fail.Step
 			}
 			f, err := steplog.Open(l, r, step)
-			if me := (*steplog.MissingError)(nil); errors.As(err, &me) && len(args) < 2 {
+			var missing *steplog.MissingError
+			if errors.As(err, &missing) && len(args) < 2 {
 				// The failed step keeps no log (a health check, a service
 				// action, the export): its record keeps what there is.
 				fmt.Fprintf(g.stderr, "release %s failed at step %s, which keeps no log; its record keeps the error and the last of the output:\n", r, step)
