@@ -71,15 +71,22 @@ func waitfile(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// setsha NAME REPO REV sets $NAME to the full SHA of REV in REPO, so a
-// script can check that output names the right commit.
+// setsha NAME REPO REV [LEN] sets $NAME to the full SHA of REV in REPO,
+// or its first LEN digits, so a script can check that output names the
+// right commit.
 func setsha(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 3 {
-		ts.Fatalf("usage: setsha NAME REPO REV")
+	if neg || len(args) != 3 && len(args) != 4 {
+		ts.Fatalf("usage: setsha NAME REPO REV [LEN]")
 	}
 	out, err := exec.Command("git", "-C", ts.MkAbs(args[1]), "rev-parse", args[2]).Output()
 	ts.Check(err)
-	ts.Setenv(args[0], strings.TrimSpace(string(out)))
+	sha := strings.TrimSpace(string(out))
+	if len(args) == 4 {
+		n, err := strconv.Atoi(args[3])
+		ts.Check(err)
+		sha = sha[:min(n, len(sha))]
+	}
+	ts.Setenv(args[0], sha)
 }
 
 // treehash DIR FILE writes to FILE a digest of everything under DIR:

@@ -65,6 +65,10 @@ type Options struct {
 	ConfigCommit string           // the config repository commit of the desired file, if any
 	Env          []string         // base environment of commands, usually os.Environ()
 	Now          func() time.Time // the clock; time.Now when nil
+
+	// User and Host are recorded in the history with the apply; when
+	// empty, the process's (see CurrentUser) and os.Hostname.
+	User, Host string
 	// Rollback, when set, makes this apply `reconciler rollback`: to a
 	// release on disk, then suspended.
 	Rollback *Rollback
@@ -94,6 +98,9 @@ type StepResult struct {
 	// Output is the tail of what a failed command printed. It was shown
 	// live; it is kept here and in the records, not repeated in Error.
 	Output string `json:"output,omitempty"`
+	// Log is the file that keeps the command's full output, when the step
+	// ran one that keeps it (build steps, the migration, the preflight).
+	Log string `json:"log,omitempty"`
 }
 
 // Result is what an apply did.
@@ -119,6 +126,12 @@ type executor struct {
 	id  string
 	log *zap.Logger
 	res *Result
+	// recID is the apply id the history records steps under: id, or the
+	// revert's own while a revert runs.
+	recID string
+	// stepLog is the full log the running step's command writes, once
+	// opened: StepResult.Log.
+	stepLog string
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -134,7 +147,14 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if opts.View == nil {
 		opts.View = nopView{}
 	}
+	if opts.User == "" {
+		opts.User = CurrentUser()
+	}
+	if opts.Host == "" {
+		opts.Host, _ = os.Hostname()
+	}
 	e := &executor{Options: opts, l: layout.New(d.Root, d.Link), id: newID(opts.Now())}
+	e.recID = e.id
 	e.log = opts.Log.With(zap.String("apply_id", e.id))
 	if err := e.checkDirs(); err != nil {
 		return nil, classify("", err)
@@ -145,6 +165,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer lk.Release()
 	start := opts.Now()
+	from := e.linked()
 	e.res = &Result{ApplyID: e.id, Steps: []StepResult{}}
 	err = e.run(ctx)
 	if target, lerr := os.Readlink(e.l.LinkPath()); lerr == nil {
@@ -160,8 +181,8 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		e.res.Error = err.Error()
 	}
-	rec := history.Record{Time: opts.Now().UTC(), Kind: history.KindApply, ApplyID: e.id, Trigger: opts.Trigger, ConfigCommit: opts.ConfigCommit,
-		Commit: e.res.Commit, Release: e.res.Release, Result: e.res.Result, Duration: opts.Now().Sub(start).Seconds(), Error: e.res.Error}
+	rec := e.applyRecord(e.id, opts.Trigger, from, history.Ref{Release: e.res.Release, Commit: e.res.Commit})
+	rec.Result, rec.Duration, rec.Error = e.res.Result, opts.Now().Sub(start).Seconds(), e.res.Error
 	if herr := history.Append(e.l.HistoryFile(), rec); herr != nil && err == nil {
 		err = classify("history", herr)
 	}
@@ -357,9 +378,10 @@ func (e *executor) step(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	e.View.StepStarted(s)
 	log := e.log.With(zap.String("step", string(s.Action)), zap.String("name", s.Name), zap.String("release", s.Release))
 	start := e.Now()
+	e.stepLog = ""
 	err := e.do(ctx, p, s)
 	dur := e.Now().Sub(start)
-	sr := StepResult{Step: s, Result: StepOK, Duration: dur.Seconds()}
+	sr := StepResult{Step: s, Result: StepOK, Duration: dur.Seconds(), Log: e.stepLog}
 	if err != nil {
 		sr.Result, sr.Error, sr.Output = StepFailed, err.Error(), ""
 		var f *stepFailure
@@ -377,7 +399,7 @@ func (e *executor) step(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	}
 	e.res.Steps = append(e.res.Steps, sr)
 	e.View.StepDone(sr)
-	hr := history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.id, Trigger: e.Trigger, Commit: s.Commit,
+	hr := history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.recID, Trigger: e.Trigger, Commit: s.Commit,
 		Release: s.Release, Step: describe(s), Result: sr.Result, Duration: sr.Duration, Error: sr.Error, Output: sr.Output}
 	if herr := history.Append(e.l.HistoryFile(), hr); herr != nil && err == nil {
 		err = herr

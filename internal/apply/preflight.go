@@ -62,6 +62,7 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		return err
 	}
 	defer f.Close()
+	e.stepLog = logPath
 
 	srvCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -405,6 +405,7 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 			return err
 		}
 		defer f.Close()
+		e.stepLog = logPath
 		out = io.MultiWriter(f, out)
 	}
 	return e.Runner.Run(ctx, runner.Command{

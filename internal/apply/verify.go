@@ -153,6 +153,11 @@ func (e *executor) revert(ctx context.Context, failed plan.Step, cause error) er
 	rp := plan.Revert(e.Desired, a, failed.Release, f)
 	e.res.Revert = rp
 	e.View.Reverting(rp)
+	// The revert is an apply of its own in the history, its steps
+	// recorded under its id.
+	id, from := history.RevertID(e.id), e.linked()
+	e.recID = id
+	defer func() { e.recID = e.id }()
 	start := e.Now()
 	rerr := e.perform(ctx, rp)
 	if rp.Target != failed.Release {
@@ -165,11 +170,12 @@ func (e *executor) revert(ctx context.Context, failed plan.Step, cause error) er
 			herr.PreviousErr = re.Err
 		}
 	}
-	rec := history.Record{Time: e.Now().UTC(), Kind: history.KindApply, ApplyID: e.id + "-revert", Trigger: "revert",
-		Commit: rp.Commit, Release: rp.Target, Result: history.ResultOK, Duration: e.Now().Sub(start).Seconds()}
+	to := history.Ref{Release: rp.Target, Commit: rp.Commit}
 	if r := a.Release(rp.Target); r != nil && r.Record != nil {
-		rec.Commit = r.Record.Commit
+		to.Commit = r.Record.Commit
 	}
+	rec := e.applyRecord(id, "revert", from, to)
+	rec.Result, rec.Duration = history.ResultOK, e.Now().Sub(start).Seconds()
 	if rerr != nil {
 		rec.Result, rec.Error = history.ResultFailed, rerr.Error()
 	}

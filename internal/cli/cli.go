@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 	"github.com/reconciler-dev/reconciler/internal/status"
+	"github.com/reconciler-dev/reconciler/internal/steplog"
 	"github.com/reconciler-dev/reconciler/internal/view"
 )
 
@@ -117,7 +120,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.file, "file", "f", defaultFile, "the desired state file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	root.AddCommand(
-		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), versionCmd(g),
+		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), logsCmd(g), versionCmd(g),
 		rollbackCmd(g), suspendCmd(g), resumeCmd(g),
 	)
 	return root
@@ -307,12 +310,12 @@ func statusCmd(g *globals) *cobra.Command {
 
 func historyCmd(g *globals) *cobra.Command {
 	var (
-		asJSON bool
-		limit  int
+		asJSON, steps bool
+		limit         int
 	)
 	cmd := &cobra.Command{
 		Use:   "history",
-		Short: "Show past applies and their steps",
+		Short: "Show past applies, newest first: who, from what to what, and how it ended",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
@@ -323,14 +326,16 @@ func historyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			// Read from the end: --limit costs what it shows.
-			recs, skipped, err := history.ReadTail(layout.New(d.Root, d.Link).HistoryFile(), limit)
+			applies, skipped, err := history.Applies(layout.New(d.Root, d.Link).HistoryFile(), limit, steps)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return view.HistoryJSON(g.stdout, recs)
+				err = view.HistoryJSON(g.stdout, applies)
+			} else {
+				err = view.HistoryHuman(g.stdout, applies)
 			}
-			if err := view.HistoryHuman(g.stdout, recs); err != nil {
+			if err != nil {
 				return err
 			}
 			if skipped > 0 {
@@ -339,9 +344,107 @@ func historyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records as a JSON array")
-	cmd.Flags().IntVar(&limit, "limit", 0, "show only the last N records")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the applies as a JSON array")
+	cmd.Flags().BoolVar(&steps, "steps", false, "show each apply's steps, and its id, host and releases")
+	cmd.Flags().IntVar(&limit, "limit", 20, "show the last N applies; 0 for all")
 	return cmd
+}
+
+func logsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logs [RELEASE] [STEP]",
+		Short: "Print the full output of a release's step (default: the latest failure)",
+		Long: `Print the full output of a release's step, as its command printed it.
+
+With no arguments: the step that failed in the release whose failure is the
+newest. With RELEASE only: that release's failed step, or the list of its
+logs when it has no failure. RELEASE is a release name, a prefix of one, or
+a prefix (4 hex digits or more) of its commit, naming one release on disk.`,
+		Args: cobra.MaximumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := g.load()
+			if err != nil {
+				return err
+			}
+			l := layout.New(d.Root, d.Link)
+			rels, err := steplog.Releases(l)
+			if err != nil {
+				return fmt.Errorf("logs: %w", err)
+			}
+			var r steplog.Release
+			if len(args) == 0 {
+				var ok bool
+				if r, ok = steplog.LatestFailure(rels); !ok && len(rels) == 0 {
+					return fmt.Errorf("no failure to show: there are no releases on disk under %s", l.ReleasesDir())
+				} else if !ok {
+					which := fmt.Sprintf("none of the %d releases on disk has one recorded", len(rels))
+					if len(rels) == 1 {
+						which = "the one release on disk has none recorded"
+					}
+					return fmt.Errorf("no failure to show: %s; name one: `%s`", which, g.command().With("logs RELEASE [STEP]"))
+				}
+			} else if r, err = steplog.Find(rels, args[0]); err != nil {
+				return err
+			}
+			fail := r.Failure()
+			if len(args) < 2 && fail == nil {
+				return listLogs(g, l, r)
+			}
+			var step string
+			if len(args) == 2 {
+				step = args[1]
+			} else {
+				step = fail.Step
+			}
+			f, err := steplog.Open(l, r, step)
+			var missing *steplog.MissingError
+			if errors.As(err, &missing) && len(args) < 2 {
+				// The failed step keeps no log (a health check, a service
+				// action, the export): its record keeps what there is.
+				fmt.Fprintf(g.stderr, "release %s failed at step %s, which keeps no log; its record keeps the error and the last of the output:\n", r, step)
+				fmt.Fprintf(g.stdout, "%s\n", fail.Error)
+				if out := strings.TrimRight(fail.Output, "\n"); out != "" {
+					fmt.Fprintf(g.stdout, "%s\n", out)
+				}
+				return nil
+			}
+			if errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("%w (logs are the reconciler's: run this as the user it runs as)", err)
+			}
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			what := ""
+			if fail != nil && fail.Step == step {
+				what = ", failed: " + fail.Error
+			}
+			fmt.Fprintf(g.stderr, "release %s, step %s%s\n  %s\n", r, step, what, steplog.Path(l, r.Name, step))
+			if _, err := io.Copy(g.stdout, f); err != nil {
+				return fmt.Errorf("read %s: %w", f.Name(), err)
+			}
+			return nil
+		},
+	}
+}
+
+// listLogs says which step logs release r keeps, for `logs RELEASE` when
+// it has no failure to show.
+func listLogs(g *globals, l layout.Layout, r steplog.Release) error {
+	has, err := steplog.Logs(l, r)
+	if err != nil {
+		return err
+	}
+	if len(has) == 0 {
+		fmt.Fprintf(g.stdout, "Release %s has no failure and no step logs: none of its steps ran a command.\n", r)
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "Release %s has no failure recorded. Its step logs:\n", r)
+	for _, s := range has {
+		fmt.Fprintf(g.stdout, "  %s\n", s)
+	}
+	fmt.Fprintf(g.stdout, "Show one with `%s`.\n", g.command().With("logs "+r.Name+" STEP"))
+	return nil
 }
 
 func versionCmd(g *globals) *cobra.Command {

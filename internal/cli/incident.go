@@ -4,9 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,19 +16,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/runner"
 	"github.com/reconciler-dev/reconciler/internal/view"
 )
-
-// operator is who runs the command: the user behind sudo, if any.
-func operator() string {
-	for _, v := range []string{"SUDO_USER", "USER"} {
-		if u := os.Getenv(v); u != "" {
-			return u
-		}
-	}
-	if u, err := user.Current(); err == nil {
-		return u.Username
-	}
-	return "uid " + strconv.Itoa(os.Getuid())
-}
 
 func rollbackCmd(g *globals) *cobra.Command {
 	var (
@@ -69,7 +54,7 @@ the commit printed, then run "reconciler resume".`,
 				LockTimeout: lockTimeout,
 				Trigger:     "rollback",
 				Env:         os.Environ(),
-				Rollback:    &apply.Rollback{To: to, Suspension: record.Suspension{By: operator(), At: time.Now().UTC(), Reason: reason}},
+				Rollback:    &apply.Rollback{To: to, Suspension: record.Suspension{By: apply.CurrentUser(), At: time.Now().UTC(), Reason: reason}},
 			})
 			suspended := res != nil && res.Plan != nil
 			if suspended {
@@ -110,7 +95,7 @@ func suspendCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s := &record.Suspension{By: operator(), At: time.Now().UTC(), Reason: reason}
+			s := &record.Suspension{By: apply.CurrentUser(), At: time.Now().UTC(), Reason: reason}
 			if target, err := os.Readlink(l.LinkPath()); err == nil {
 				s.Release = filepath.Base(target)
 			}

@@ -235,3 +235,52 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// Open opens the entry name of the directory for reading, never following
+// a symlink: a symlink gives a *BeneathError naming its target. Anything
+// but a regular file is refused (a FIFO planted there would block the
+// reader forever).
+func (d *Dir) Open(name string) (*os.File, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	rel := filepath.Join(d.rel, name)
+	// O_NONBLOCK: opening a FIFO returns at once, to be refused below; it
+	// changes nothing for a regular file.
+	fd, err := unix.Openat(int(d.f.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err == unix.ELOOP {
+		err = describe(int(d.f.Fd()), name)
+		var be *BeneathError
+		if errors.As(err, &be) {
+			be.Path = rel
+			return nil, be
+		}
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: rel, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), filepath.Join(d.f.Name(), name))
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file (%s)", rel, fi.Mode().Type())
+	}
+	return f, nil
+}
+
+// Names lists the entries of the directory, in no order.
+func (d *Dir) Names() ([]string, error) {
+	// A fresh descriptor: reading the directory moves its offset, and d
+	// may be read again.
+	fd, err := unix.Openat(int(d.f.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: d.rel, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), d.f.Name())
+	defer f.Close()
+	return f.Readdirnames(-1)
+}

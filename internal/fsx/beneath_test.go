@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -115,5 +117,54 @@ func TestRemoveAllNeverFollows(t *testing.T) {
 	}
 	if err := d.RemoveAll("../x"); err == nil {
 		t.Error("RemoveAll took a path")
+	}
+}
+
+// TestDirOpen: a file is opened; a symlink (to a secret outside, or
+// inside), a FIFO or a directory is refused, naming what it is.
+func TestDirOpen(t *testing.T) {
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	tree(t, root, "logs/ok.log", "logs/out.log -> "+filepath.Join(outside, "secret"), "logs/in.log -> ok.log", "logs/sub/")
+	if err := syscall.Mkfifo(filepath.Join(root, "logs", "fifo.log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := OpenBeneath(root, "logs", false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, tt := range []struct{ name, want string }{
+		{"ok.log", ""},
+		{"out.log", "logs/out.log is a symlink (to " + filepath.Join(outside, "secret") + "): refusing to follow it"},
+		{"in.log", "logs/in.log is a symlink (to ok.log): refusing to follow it"},
+		{"fifo.log", "logs/fifo.log is not a regular file (p---------)"},
+		{"sub", "logs/sub is not a regular file (d---------)"},
+		{"missing.log", "open logs/missing.log: no such file or directory"},
+		{"../x", `"../x" is not a directory entry name`},
+	} {
+		f, err := d.Open(tt.name)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tt.name, err)
+			} else {
+				f.Close()
+			}
+			continue
+		}
+		if err == nil {
+			f.Close()
+		}
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("%s: got %v; want %s", tt.name, err, tt.want)
+		}
+	}
+	names, err := d.Names()
+	sort.Strings(names)
+	if err != nil || strings.Join(names, " ") != "fifo.log in.log ok.log out.log sub" {
+		t.Errorf("Names = %q, %v", names, err)
 	}
 }

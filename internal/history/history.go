@@ -14,6 +14,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +40,10 @@ const (
 	// ResultInterrupted: stopped from outside (Ctrl-C, SIGTERM, the
 	// daemon's deadline); the next apply resumes.
 	ResultInterrupted = "interrupted"
+	// ResultUnfinished is never stored: Applies gives it to the steps of an
+	// apply whose own record is missing — one still running, or one that
+	// stopped before writing it (killed, a crash, a full disk).
+	ResultUnfinished = "unfinished"
 )
 
 // Bounds of what is kept.
@@ -51,23 +57,44 @@ const (
 	MaxError = 2 << 10
 )
 
-// Record is one line of the history.
+// Record is one line of the history. Fields are only ever added, each
+// omitted when empty: a log written by an older version reads the same,
+// its records without the newer fields.
 type Record struct {
 	Time    time.Time `json:"time"`
 	Kind    string    `json:"kind"`
 	ApplyID string    `json:"apply_id"`
 	Trigger string    `json:"trigger,omitempty"`
+	// User and Host say who applied, and where: the user who ran sudo
+	// when there is one, else the user running the reconciler. Apply
+	// records only.
+	User string `json:"user,omitempty"`
+	Host string `json:"host,omitempty"`
 	// ConfigCommit is the config repository commit the desired file came
 	// from, for the daemon with --config-repo.
-	ConfigCommit string  `json:"config_commit,omitempty"`
-	Commit       string  `json:"commit,omitempty"`
-	Release      string  `json:"release,omitempty"`
-	Step         string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
-	Result       string  `json:"result"`
-	Duration     float64 `json:"duration_s"`
-	Error        string  `json:"error,omitempty"`
+	ConfigCommit string `json:"config_commit,omitempty"`
+	// Commit and Release are a step's release, or an apply's target.
+	Commit   string  `json:"commit,omitempty"`
+	Release  string  `json:"release,omitempty"`
+	Step     string  `json:"step,omitempty"` // "build venv", "switch", "restart web"
+	Result   string  `json:"result"`
+	Duration float64 `json:"duration_s"`
+	Error    string  `json:"error,omitempty"`
 	// Output is the tail of what a failed command printed.
 	Output string `json:"output,omitempty"`
+	// From is what the link pointed at when the apply started (an empty
+	// Ref on a first deploy), To the release the apply went to: its
+	// target, the same as Release and Commit, whether or not it got
+	// there (Result says). Apply records only; nil in older ones. Last,
+	// after the flat fields, in JSON too.
+	From *Ref `json:"from,omitempty"`
+	To   *Ref `json:"to,omitempty"`
+}
+
+// Ref names a release and its commit.
+type Ref struct {
+	Release string `json:"release"`
+	Commit  string `json:"commit"`
 }
 
 // Clean returns rec as it is stored: every text without control
@@ -75,12 +102,27 @@ type Record struct {
 // output its last MaxOutput bytes. Commands print colours, progress bars
 // and anything else; the history is shown on terminals and over HTTP.
 func Clean(rec Record) Record {
-	for _, s := range []*string{&rec.Kind, &rec.ApplyID, &rec.Trigger, &rec.ConfigCommit, &rec.Commit, &rec.Release, &rec.Step, &rec.Result} {
+	for _, s := range Texts(&rec) {
 		*s = scrub.Text(*s)
 	}
-	rec.Error = scrub.Bound(scrub.Text(rec.Error), MaxError)
-	rec.Output = scrub.Tail(scrub.Text(rec.Output), MaxOutput)
+	rec.Error = scrub.Bound(rec.Error, MaxError)
+	rec.Output = scrub.Tail(rec.Output, MaxOutput)
 	return rec
+}
+
+// Texts are the text fields of r, for those who clean or show them. The
+// Refs are copied first, so that changing a text never changes a record
+// r shares them with.
+func Texts(r *Record) []*string {
+	out := []*string{&r.Kind, &r.ApplyID, &r.Trigger, &r.User, &r.Host, &r.ConfigCommit, &r.Commit, &r.Release, &r.Step, &r.Result, &r.Error, &r.Output}
+	for _, ref := range []**Ref{&r.From, &r.To} {
+		if *ref != nil {
+			c := **ref
+			*ref = &c
+			out = append(out, &c.Release, &c.Commit)
+		}
+	}
+	return out
 }
 
 // Rotated is the name of the one older file kept beside the log at path.
@@ -294,4 +336,80 @@ func scanBackwards(r io.ReaderAt, size int64, f func(Record) bool, skipped *int)
 		}
 	}
 	return line(nil), nil
+}
+
+const revertSuffix = "-revert"
+
+// RevertID is the apply id of the revert that apply id ran.
+func RevertID(id string) string { return id + revertSuffix }
+
+// Apply is an apply's record with the records of its steps, oldest first.
+// In JSON the apply's fields come first, then "steps".
+type Apply struct {
+	Record
+	Steps []Record `json:"steps,omitempty"`
+}
+
+// Applies returns the last n applies of the log (all of them when n <= 0),
+// newest first, and with steps the records of each one's steps. It reads
+// the log backwards from its end (see ReadTail) and stops at the first
+// record older than the n-th apply and its steps: what it reads is
+// bounded by the applies it returns, not by the size of the log.
+//
+// An apply's steps are written before its own record, which is written
+// last, when it ends. Steps whose apply has no record — an apply still
+// running, or one killed before it could write it — are returned as an
+// apply of their own with Result ResultUnfinished, its time that of its
+// last step and its duration the sum of theirs: a killed apply is not
+// hidden from an audit.
+func Applies(path string, n int, steps bool) (applies []Apply, skipped int, err error) {
+	index := map[string]int{} // apply id -> position in applies
+	full := func() bool { return n > 0 && len(applies) >= n }
+	// A revert runs inside its apply: its record lies between the apply's
+	// record and the apply's steps. Past the last apply wanted, its revert
+	// is passed over to reach those steps.
+	passed := map[string]bool{}
+	err = scan(path, func(r Record) bool {
+		if passed[r.ApplyID] {
+			return true
+		}
+		if r.Kind == KindApply {
+			if full() {
+				parent, ok := strings.CutSuffix(r.ApplyID, revertSuffix)
+				if _, collected := index[parent]; ok && collected {
+					passed[r.ApplyID] = true
+					return true
+				}
+				return false
+			}
+			if _, dup := index[r.ApplyID]; !dup {
+				index[r.ApplyID] = len(applies)
+			}
+			applies = append(applies, Apply{Record: r})
+			return true
+		}
+		i, ok := index[r.ApplyID]
+		if !ok {
+			if full() {
+				return false
+			}
+			i = len(applies)
+			index[r.ApplyID] = i
+			applies = append(applies, Apply{Record: Record{Time: r.Time, Kind: KindApply, ApplyID: r.ApplyID,
+				Trigger: r.Trigger, Result: ResultUnfinished}})
+		}
+		a := &applies[i]
+		if a.Result == ResultUnfinished {
+			a.Duration += r.Duration
+		}
+		if steps {
+			a.Steps = append(a.Steps, r)
+		}
+		return true
+	}, &skipped)
+	// Steps were collected newest first.
+	for _, a := range applies {
+		slices.Reverse(a.Steps)
+	}
+	return applies, skipped, err
 }

@@ -93,6 +93,12 @@ func (v *OperationHuman) StepDone(r apply.StepResult) {
 			writeOutput(&b, r.Output)
 			v.write("%s", b.String())
 		}
+		if r.Log != "" {
+			// What was shown is the output's tail at best (a long build
+			// scrolls away): say where all of it is, and how to read it
+			// again as the reconciler's user.
+			v.write("  full log: %s\n  show it: %s\n", r.Log, v.Cmd.With("logs "+r.Release+" "+r.Name))
+		}
 	}
 }
 

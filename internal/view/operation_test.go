@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -52,7 +53,7 @@ func (s *stage) apply(d *desired.State, retry bool) (string, error) {
 	l := layout.New(d.Root, d.Link)
 	var out bytes.Buffer
 	_, err := apply.Apply(context.Background(), apply.Options{
-		Desired: d, Retry: retry, Trigger: "test",
+		Desired: d, Retry: retry, Trigger: "test", User: "alice", Host: "web1",
 		Git:    &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, TmpDir: l.TmpDir()},
 		Runner: &runner.Runner{},
 		View:   &OperationHuman{W: &out, Cmd: "reconciler"},
@@ -62,9 +63,14 @@ func (s *stage) apply(d *desired.State, retry bool) (string, error) {
 			return s.clock
 		},
 	})
-	text := strings.ReplaceAll(out.String(), s.dir, "$DIR")
+	// A plan with build steps warns when run as root: the output is the
+	// same whoever runs the tests.
+	text := rootWarning.ReplaceAllString(out.String(), "")
+	text = strings.ReplaceAll(text, s.dir, "$DIR")
 	return strings.ReplaceAll(text, s.repo.Dir, "$REPO"), err
 }
+
+var rootWarning = regexp.MustCompile(`(?m)^warning: running as root with no run_as: .*\n`)
 
 const healthCheck = "health:\n  - {command: 'test ! -f BROKEN || { cat BROKEN >&2; exit 1; }', timeout: 1s, interval: 1s}\n"
 
@@ -114,4 +120,28 @@ func TestApplyRetryFirstDeployGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "apply_retry_first_deploy.txt", []byte(out))
+}
+
+// The human view of a build step that fails: its output live, the
+// failure, then where its full log is and the command that shows it.
+func TestApplyBuildFailsGolden(t *testing.T) {
+	s := newStage(t)
+	s.repo.Commit("v1")
+	d := s.desired("build:\n  - {name: deps, run: 'echo installing; echo \"error: no such package\" >&2; exit 7'}\n")
+	out, err := s.apply(d, false)
+	if err == nil {
+		t.Fatal("the failing build was accepted")
+	}
+	golden(t, "apply_build_fails.txt", []byte(out))
+	rel := regexp.MustCompile(`create release (\S+)`).FindStringSubmatch(out)
+	if rel == nil {
+		t.Fatalf("no release created in:\n%s", out)
+	}
+	log := layout.New(d.Root, d.Link).StepLog(rel[1], "deps")
+	if !strings.Contains(out, "  full log: "+strings.ReplaceAll(log, s.dir, "$DIR")+"\n") {
+		t.Errorf("the output does not name %s", log)
+	}
+	if b, err := os.ReadFile(log); err != nil || !strings.Contains(string(b), "error: no such package") {
+		t.Errorf("the named log holds %q, %v", b, err)
+	}
 }
