@@ -4,12 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
 	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	"go.uber.org/zap"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -80,6 +88,18 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 		}
 		f.addCommit(sha)
 	}
+	if len(f.specs) > 0 && !f.deepen && len(f.bySHA) == 0 {
+		if since, ok := f.since(r); ok {
+			err := c.fetchSince(ctx, r, auth, f.wantByName(), since)
+			if err == nil {
+				return c.checkNeed(r, op, f)
+			}
+			if transient(err) {
+				return err
+			}
+			c.log().Debug("incremental fetch by time refused; fetching at depth 1", zap.Time("since", since), zap.Error(err))
+		}
+	}
 	if len(f.specs) > 0 && !f.deepen {
 		err := c.fetchSpecs(ctx, r, auth, f.specs, 1, false)
 		if errors.Is(err, git.ErrExactSHA1NotSupported) || err != nil && len(f.bySHA) > 0 && !transient(err) {
@@ -92,15 +112,7 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 		}
 	}
 	if !f.deepen {
-		for _, sha := range f.need {
-			if !hasCommitPrefix(r, sha) {
-				// The fetch said it succeeded but left the commit out: a
-				// server that took a have for the history behind it
-				// (go-git#1443). Only a fresh cache mends that.
-				return &Error{Op: op, Err: fmt.Errorf("%w: the fetch did not bring %s", ErrDamaged, layout.Short(sha))}
-			}
-		}
-		return c.dropPinned(r, f.bySHA)
+		return c.checkNeed(r, op, f)
 	}
 	// Deepen: every branch and tag, with their history.
 	depth := 0
@@ -115,6 +127,56 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 	// A commit still missing is on no branch or tag of the remote: the
 	// plan made after the fetch says so.
 	return c.dropPinned(r, nil)
+}
+
+// checkNeed checks that the commits f needs can be read, then drops the
+// refs of commits pinned before.
+func (c *Cache) checkNeed(r *git.Repository, op string, f *targetFetch) error {
+	for _, sha := range f.need {
+		if !hasCommitPrefix(r, sha) {
+			// The fetch said it succeeded but left the commit out: a
+			// server that took a have for the history behind it
+			// (go-git#1443). Only a fresh cache mends that.
+			return &Error{Op: op, Err: fmt.Errorf("%w: the fetch did not bring %s", ErrDamaged, layout.Short(sha))}
+		}
+	}
+	return c.dropPinned(r, f.bySHA)
+}
+
+// wantByName is what f fetches by name: the ref → the remote's commit
+// (or tag object).
+func (f *targetFetch) wantByName() map[plumbing.ReferenceName]plumbing.Hash {
+	want := map[plumbing.ReferenceName]plumbing.Hash{}
+	for _, s := range f.specs {
+		name := plumbing.ReferenceName(s.Src())
+		want[name] = f.byName[name.String()]
+	}
+	return want
+}
+
+// since is the time of the oldest commit the cache has under the names f
+// fetches: the commit an incremental fetch should walk down to. There is
+// none when the cache has none of those names.
+func (f *targetFetch) since(r *git.Repository) (time.Time, bool) {
+	var since time.Time
+	for _, s := range f.specs {
+		ref, err := r.Reference(plumbing.ReferenceName(s.Src()), true)
+		if err != nil {
+			continue
+		}
+		h, err := r.ResolveRevision(plumbing.Revision(ref.Name()))
+		if err != nil {
+			continue
+		}
+		commit, err := r.CommitObject(*h)
+		if err != nil {
+			continue
+		}
+		if t := commit.Committer.When; since.IsZero() || t.Before(since) {
+			since = t
+		}
+	}
+	return since, !since.IsZero()
 }
 
 // targetFetch is what one fetchTarget asks for.
@@ -225,4 +287,172 @@ func hasCommitPrefix(r *git.Repository, sha string) bool {
 	}
 	_, err = r.CommitObject(*h)
 	return err == nil
+}
+
+// errNoSince is fetchSince's answer for a server that cannot deepen by
+// time, errNotSince for a target the history since does not hold: the
+// caller fetches at depth 1.
+var (
+	errNoSince  = errors.New("the server does not support deepen-since")
+	errNotSince = errors.New("the fetch by time did not bring the target")
+)
+
+// fetchSince fetches the commits want (a ref name of the cache → the
+// commit the remote has there) and their history newer than since, with
+// the shallow commits of r, then sets the refs.
+//
+// This is the incremental fetch of a shallow cache. At depth 1 the
+// server cuts the new target from its parents, so it never walks to the
+// commit the cache has and sends the target's whole tree again: git
+// avoids that with a thin pack, which go-git cannot read (it filters
+// the thin-pack capability out). Asked instead for the history since the
+// commit the cache has (git fetch --shallow-since), the server walks down
+// to that commit, finds it among the haves, and sends only what changed:
+// what `git fetch` sends. go-git's FetchOptions has no deepen-since, so
+// the request is made here with its plumbing. A target older than since
+// (a branch reset to an older commit) selects no commits: the server
+// refuses, and the caller fetches at depth 1.
+func (c *Cache) fetchSince(ctx context.Context, r *git.Repository, auth transport.AuthMethod, want map[plumbing.ReferenceName]plumbing.Hash, since time.Time) (err error) {
+	op := "fetch " + c.url()
+	ep, err := transport.NewEndpoint(c.URL)
+	if err != nil {
+		return &Error{Op: "parse " + c.url(), Err: err}
+	}
+	cl, err := client.NewClient(ep)
+	if err != nil {
+		return translate(op, err)
+	}
+	sess, err := cl.NewUploadPackSession(ep, auth)
+	if err != nil {
+		return translate(op, err)
+	}
+	defer func() {
+		if cerr := sess.Close(); err == nil && cerr != nil {
+			err = translate(op, cerr)
+		}
+	}()
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		return translate(op, err)
+	}
+	if !ar.Capabilities.Supports(capability.Shallow) || !ar.Capabilities.Supports(capability.DeepenSince) {
+		return errNoSince
+	}
+	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
+	for _, cp := range []capability.Capability{capability.Shallow, capability.DeepenSince} {
+		if err := req.Capabilities.Set(cp); err != nil {
+			return &Error{Op: op, Err: err}
+		}
+	}
+	if ar.Capabilities.Supports(capability.NoProgress) {
+		if err := req.Capabilities.Set(capability.NoProgress); err != nil {
+			return &Error{Op: op, Err: err}
+		}
+	}
+	req.Depth = packp.DepthSince(since)
+	if req.Shallows, err = r.Storer.Shallow(); err != nil {
+		return readErr(op, err)
+	}
+	for _, h := range want {
+		if !hasObject(r, h) {
+			req.Wants = append(req.Wants, h)
+		}
+	}
+	if len(req.Wants) > 0 {
+		if req.Haves, err = localTips(r); err != nil {
+			return err
+		}
+		resp, err := sess.UploadPack(ctx, req)
+		switch {
+		case errors.Is(err, transport.ErrEmptyUploadPackRequest):
+		case err != nil:
+			return translate(op, err)
+		default:
+			err := c.storePack(r, req, resp)
+			if cerr := resp.Close(); err == nil && cerr != nil {
+				err = translate(op, cerr)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	for _, h := range req.Wants {
+		if !hasObject(r, h) {
+			// A target older than since: the server selected no
+			// commits, and said nothing.
+			return fmt.Errorf("%w: %s is older than %s", errNotSince, layout.Short(h.String()), since.UTC().Format(time.RFC3339))
+		}
+	}
+	for name, h := range want {
+		if err := r.Storer.SetReference(plumbing.NewHashReference(name, h)); err != nil {
+			return &Error{Op: "set cache ref " + name.String(), Err: err}
+		}
+	}
+	return nil
+}
+
+// storePack records the server's new shallow commits and stores its pack.
+func (c *Cache) storePack(r *git.Repository, req *packp.UploadPackRequest, resp *packp.UploadPackResponse) error {
+	op := "fetch " + c.url()
+	if len(resp.Shallows) > 0 {
+		shallow, err := r.Storer.Shallow()
+		if err != nil {
+			return readErr(op, err)
+		}
+		seen := make(map[plumbing.Hash]bool, len(shallow))
+		for _, h := range shallow {
+			seen[h] = true
+		}
+		for _, h := range resp.Shallows {
+			if !seen[h] {
+				shallow = append(shallow, h)
+				seen[h] = true
+			}
+		}
+		if err := r.Storer.SetShallow(shallow); err != nil {
+			return &Error{Op: op, Err: err}
+		}
+	}
+	var pack io.Reader = resp
+	switch {
+	case req.Capabilities.Supports(capability.Sideband64k):
+		pack = sideband.NewDemuxer(sideband.Sideband64k, resp)
+	case req.Capabilities.Supports(capability.Sideband):
+		pack = sideband.NewDemuxer(sideband.Sideband, resp)
+	}
+	if err := packfile.UpdateObjectStorage(r.Storer, pack); err != nil && !errors.Is(err, packfile.ErrEmptyPackfile) {
+		return translate(op, err)
+	}
+	return nil
+}
+
+// hasObject reports whether r holds the object h.
+func hasObject(r *git.Repository, h plumbing.Hash) bool {
+	_, err := r.Storer.EncodedObject(plumbing.AnyObject, h)
+	return err == nil
+}
+
+// localTips are the commits (or tags) the cache's refs point at and holds:
+// the haves of a fetch. Their history is not offered: the server knows
+// from the shallow lines where it stops.
+func localTips(r *git.Repository) ([]plumbing.Hash, error) {
+	refs, err := r.References()
+	if err != nil {
+		return nil, readErr("list cache refs", err)
+	}
+	defer refs.Close()
+	seen := map[plumbing.Hash]bool{}
+	var haves []plumbing.Hash
+	err = refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() == plumbing.HashReference && !seen[ref.Hash()] && hasObject(r, ref.Hash()) {
+			seen[ref.Hash()] = true
+			haves = append(haves, ref.Hash())
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, readErr("list cache refs", err)
+	}
+	return haves, nil
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -37,9 +39,31 @@ func history(t *testing.T, n int) (*testgit.Repo, []string) {
 		v := "v" + string(rune('0'+i))
 		r.Write("VERSION", v+"\n")
 		r.Write("files/"+v+".txt", strings.Repeat(v+" ", 200)+"\n")
-		shas = append(shas, r.Commit(v))
+		shas = append(shas, commit(r, v))
 	}
 	return r, shas
+}
+
+var clock atomic.Int64
+
+// tick dates the next commit of r a minute after the last one of any
+// repository: real commits are made one after another, and an
+// incremental fetch walks down the history by time.
+func tick(r *testgit.Repo) {
+	t := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).Add(time.Duration(clock.Add(1)) * time.Minute).Format(time.RFC3339)
+	for i, e := range r.Env {
+		for _, k := range []string{"GIT_AUTHOR_DATE=", "GIT_COMMITTER_DATE="} {
+			if strings.HasPrefix(e, k) {
+				r.Env[i] = k + t
+			}
+		}
+	}
+}
+
+// commit commits on r, a minute after the commit before.
+func commit(r *testgit.Repo, msg string) string {
+	tick(r)
+	return r.Commit(msg)
 }
 
 // shallowFile is the cache's list of shallow commits ("" when complete).
@@ -149,12 +173,12 @@ func TestShallowUpdate(t *testing.T) {
 	}{
 		{"one new commit (go-git#305, src-d/go-git#1143)", "main", func(r *testgit.Repo, shas []string) (string, string) {
 			r.Write("VERSION", "v4\n")
-			return "main", r.Commit("v4")
+			return "main", commit(r, "v4")
 		}, true},
 		{"several new commits (src-d/go-git#802)", "main", func(r *testgit.Repo, shas []string) (string, string) {
 			for _, v := range []string{"v4", "v5", "v6"} {
 				r.Write("VERSION", v+"\n")
-				r.Commit(v)
+				commit(r, v)
 			}
 			return "main", r.Git("rev-parse", "HEAD")
 		}, true},
@@ -165,7 +189,7 @@ func TestShallowUpdate(t *testing.T) {
 		{"history rewritten", "main", func(r *testgit.Repo, shas []string) (string, string) {
 			r.Git("checkout", "-q", "--orphan", "new")
 			r.Write("VERSION", "v9\n")
-			sha := r.Commit("rewritten")
+			sha := commit(r, "rewritten")
 			r.Git("branch", "-M", "new", "main")
 			r.Git("gc", "-q", "--prune=now")
 			return "main", sha
@@ -176,7 +200,7 @@ func TestShallowUpdate(t *testing.T) {
 		}, true},
 		{"tag moved (git tag -f)", "v3", func(r *testgit.Repo, shas []string) (string, string) {
 			r.Write("VERSION", "v4\n")
-			sha := r.Commit("v4")
+			sha := commit(r, "v4")
 			r.Git("tag", "-f", "-a", "-m", "again", "v3")
 			return "v3", sha
 		}, true},
@@ -207,8 +231,11 @@ func TestShallowUpdate(t *testing.T) {
 			if got, w := exportVersion(t, c, want), strings.TrimSpace(r.Git("show", want+":VERSION")); got != w {
 				t.Errorf("exported VERSION %s, want %s", got, w)
 			}
-			if !strings.Contains(shallowFile(t, c), want) {
-				t.Errorf("the update was not shallow: %s is no shallow commit (%q)", want, shallowFile(t, c))
+			if want != shas[0] && c.HasCommit(shas[0]) {
+				t.Errorf("the update fetched history: v1 is in the cache (shallow %q)", shallowFile(t, c))
+			}
+			for _, e := range logs.All() {
+				t.Logf("log: %s %v", e.Message, e.ContextMap())
 			}
 			if n := countLogs(logs, refetched); (n == 0) != tt.inPlace {
 				t.Errorf("re-fetched %d times; want in place %v", n, tt.inPlace)
@@ -248,14 +275,14 @@ func TestShallowUpdateFallsBack(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.Write("VERSION", "v4\n")
-			return r.Commit("v4")
+			return commit(r, "v4")
 		}, true},
 		{"shallow file garbage", func(t *testing.T, c *Cache, r *testgit.Repo, shas []string) string {
 			if err := os.WriteFile(filepath.Join(c.Dir, "shallow"), []byte("not a sha\n"), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			r.Write("VERSION", "v4\n")
-			return r.Commit("v4")
+			return commit(r, "v4")
 		}, false},
 		{"pack removed", func(t *testing.T, c *Cache, r *testgit.Repo, shas []string) string {
 			packs, _ := filepath.Glob(filepath.Join(c.Dir, "objects", "pack", "*"))
@@ -263,7 +290,7 @@ func TestShallowUpdateFallsBack(t *testing.T) {
 				os.Remove(p)
 			}
 			r.Write("VERSION", "v4\n")
-			return r.Commit("v4")
+			return commit(r, "v4")
 		}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,8 +313,8 @@ func TestShallowUpdateFallsBack(t *testing.T) {
 			if got, w := exportVersion(t, c, want), strings.TrimSpace(r.Git("show", want+":VERSION")); got != w {
 				t.Errorf("exported VERSION %s, want %s", got, w)
 			}
-			if !strings.Contains(shallowFile(t, c), want) || c.HasCommit(shas[0]) {
-				t.Errorf("the fresh cache is not shallow: %q", shallowFile(t, c))
+			if c.HasCommit(shas[0]) {
+				t.Errorf("the fetch brought history: v1 is in the cache (shallow %q)", shallowFile(t, c))
 			}
 			if _, err := os.Stat(filepath.Join(c.Dir, Marker)); err != nil {
 				t.Errorf("the fresh cache lacks its marker: %v", err)
@@ -309,7 +336,7 @@ func TestShallowUpdateOfFullCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Write("VERSION", "v4\n")
-	v4 := r.Commit("v4")
+	v4 := commit(r, "v4")
 	c.Ref = "main"
 	if err := c.Fetch(ctx); err != nil {
 		t.Fatal(err)
@@ -392,6 +419,7 @@ func TestShallowVerify(t *testing.T) {
 	alice := testgit.NewSSHKey(t, "alice")
 	r, _ := history(t, 2)
 	r.Write("VERSION", "v3\n")
+	tick(r)
 	signed := r.CommitSigned("v3", alice)
 	c, _ := shallowCache(t, r.Dir, "main")
 	c.Verify = Verifier{AllowedSigners: writeFile(t, "allowed_signers", "test@example.invalid "+alice.Line+"\n")}
@@ -431,5 +459,55 @@ func TestShallowFetchErrors(t *testing.T) {
 				t.Error("a failed first fetch left a cache behind")
 			}
 		})
+	}
+}
+
+// packBytes is the size of the cache's packs and loose objects.
+func packBytes(t *testing.T, c *Cache) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(filepath.Join(c.Dir, "objects"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An upgrade fetches what changed, as `git fetch` does, not the target's
+// whole tree again (what a depth-1 fetch without a thin pack gets).
+func TestShallowUpgradeFetchesChanges(t *testing.T) {
+	ctx := context.Background()
+	r, _ := bigRepo(t) // big.txt: most of the pack
+	tick(r)
+	c, logs := shallowCache(t, r.Dir, "main")
+	if err := c.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := packBytes(t, c)
+	var want string
+	for _, v := range []string{"2", "3", "4"} {
+		r.Write("VERSION", v+"\n")
+		want = commit(r, "v"+v)
+	}
+	if err := c.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := exportVersion(t, c, want); got != "4" {
+		t.Errorf("exported VERSION %s", got)
+	}
+	if added := packBytes(t, c) - first; added > first/4 {
+		t.Errorf("the upgrade added %d bytes to a cache of %d: it fetched the tree again", added, first)
+	}
+	if n := countLogs(logs, refetched); n != 0 {
+		t.Errorf("re-fetched %d times", n)
 	}
 }
