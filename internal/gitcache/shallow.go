@@ -47,18 +47,38 @@ const pinnedRefs = "refs/reconciler/"
 const unshallowDepth = 1<<31 - 1
 
 // fetchTarget brings ref (a branch, a tag or a SHA, full or short) and
-// the commits extra into r at depth 1, and checks that each can be read.
-func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transport.AuthMethod, ref string, extra []string) error {
+// the commits extra into r at depth 1 (or, for an upgrade, down to the
+// commit the cache has), and checks that each can be read.
+//
+// The common case takes one connection to the remote (over ssh, one
+// handshake): the refs it advertises decide what to ask, in the same
+// session. A commit asked for by its SHA, and history, go through
+// go-git's fetch.
+func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transport.AuthMethod, ref string, extra []string) (err error) {
 	op := "fetch " + ref + " from " + c.url()
-	remote, err := c.listRemote(ctx)
+	sess, ar, err := c.session(ctx, auth)
+	if err != nil {
+		return err
+	}
+	open := true
+	closeSess := func() error {
+		if !open {
+			return nil
+		}
+		open = false
+		if err := sess.Close(); err != nil {
+			return translate(op, err)
+		}
+		return nil
+	}
+	defer func() {
+		if cerr := closeSess(); err == nil {
+			err = cerr
+		}
+	}()
+	byName, err := advertised(ar)
 	if err != nil {
 		return translate(op, err)
-	}
-	byName := make(map[string]plumbing.Hash, len(remote))
-	for _, rf := range remote {
-		if rf.Type() == plumbing.HashReference {
-			byName[rf.Name().String()] = rf.Hash()
-		}
 	}
 	f := &targetFetch{byName: byName}
 	// A name as Resolve and LsRemote read it: a tag before a branch. Both
@@ -89,16 +109,28 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 		f.addCommit(sha)
 	}
 	if len(f.specs) > 0 && !f.deepen && len(f.bySHA) == 0 {
-		if since, ok := f.since(r); ok {
-			err := c.fetchSince(ctx, r, auth, f.wantByName(), since)
-			if err == nil {
-				return c.checkNeed(r, op, f)
-			}
-			if transient(err) {
-				return err
-			}
-			c.log().Debug("incremental fetch by time refused; fetching at depth 1", zap.Time("since", since), zap.Error(err))
+		// Every commit wanted is advertised: ask in this session.
+		var depth packp.Depth = packp.DepthCommits(1)
+		since, ok := f.since(r)
+		if ok && ar.Capabilities.Supports(capability.DeepenSince) {
+			depth = packp.DepthSince(since)
 		}
+		err := c.uploadPack(ctx, sess, ar, r, f.wantByName(), depth)
+		if cerr := closeSess(); err == nil {
+			err = cerr
+		}
+		switch {
+		case err == nil:
+			return c.checkNeed(r, op, f)
+		case transient(err) || !errors.Is(err, errNotSince):
+			return err
+		}
+		// A target older than the commit the cache has (a branch reset
+		// to an older commit): the history since selects nothing.
+		c.log().Debug("incremental fetch by time did not bring the target; fetching it at depth 1", zap.Time("since", since), zap.Error(err))
+	}
+	if err := closeSess(); err != nil {
+		return err
 	}
 	if len(f.specs) > 0 && !f.deepen {
 		err := c.fetchSpecs(ctx, r, auth, f.specs, 1, false)
@@ -127,6 +159,49 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 	// A commit still missing is on no branch or tag of the remote: the
 	// plan made after the fetch says so.
 	return c.dropPinned(r, nil)
+}
+
+// session opens an upload-pack session with the remote and reads the
+// refs it advertises. The caller closes it.
+func (c *Cache) session(ctx context.Context, auth transport.AuthMethod) (transport.UploadPackSession, *packp.AdvRefs, error) {
+	op := "fetch " + c.url()
+	ep, err := transport.NewEndpoint(c.URL)
+	if err != nil {
+		return nil, nil, &Error{Op: "parse " + c.url(), Err: err}
+	}
+	cl, err := client.NewClient(ep)
+	if err != nil {
+		return nil, nil, translate(op, err)
+	}
+	sess, err := cl.NewUploadPackSession(ep, auth)
+	if err != nil {
+		return nil, nil, translate(op, err)
+	}
+	ar, err := sess.AdvertisedReferencesContext(ctx)
+	if err != nil {
+		sess.Close()
+		return nil, nil, translate(op, err)
+	}
+	return sess, ar, nil
+}
+
+// advertised maps the advertised refs' names to their hashes, and
+// name^{} to the commit an annotated tag points at, as ls-remote shows.
+func advertised(ar *packp.AdvRefs) (map[string]plumbing.Hash, error) {
+	refs, err := ar.AllReferences()
+	if err != nil {
+		return nil, err
+	}
+	byName := make(map[string]plumbing.Hash, len(refs)+len(ar.Peeled))
+	for name, ref := range refs {
+		if ref.Type() == plumbing.HashReference {
+			byName[name.String()] = ref.Hash()
+		}
+	}
+	for name, h := range ar.Peeled {
+		byName[name+"^{}"] = h
+	}
+	return byName, nil
 }
 
 // checkNeed checks that the commits f needs can be read, then drops the
@@ -289,67 +364,45 @@ func hasCommitPrefix(r *git.Repository, sha string) bool {
 	return err == nil
 }
 
-// errNoSince is fetchSince's answer for a server that cannot deepen by
-// time, errNotSince for a target the history since does not hold: the
-// caller fetches at depth 1.
-var (
-	errNoSince  = errors.New("the server does not support deepen-since")
-	errNotSince = errors.New("the fetch by time did not bring the target")
-)
+// errNotSince is uploadPack's answer for a target the history since does
+// not hold: the caller fetches it at depth 1.
+var errNotSince = errors.New("the fetch by time did not bring the target")
 
-// fetchSince fetches the commits want (a ref name of the cache → the
-// commit the remote has there) and their history newer than since, with
-// the shallow commits of r, then sets the refs.
+// uploadPack asks sess for the commits want (a ref name of the cache →
+// the commit, or tag object, the remote has there) at depth, with the
+// shallow commits of r, stores the pack and sets the refs.
 //
-// This is the incremental fetch of a shallow cache. At depth 1 the
-// server cuts the new target from its parents, so it never walks to the
-// commit the cache has and sends the target's whole tree again: git
-// avoids that with a thin pack, which go-git cannot read (it filters
-// the thin-pack capability out). Asked instead for the history since the
-// commit the cache has (git fetch --shallow-since), the server walks down
-// to that commit, finds it among the haves, and sends only what changed:
-// what `git fetch` sends. go-git's FetchOptions has no deepen-since, so
-// the request is made here with its plumbing. A target older than since
-// (a branch reset to an older commit) selects no commits: the server
-// refuses, and the caller fetches at depth 1.
-func (c *Cache) fetchSince(ctx context.Context, r *git.Repository, auth transport.AuthMethod, want map[plumbing.ReferenceName]plumbing.Hash, since time.Time) (err error) {
+// An upgrade asks for the history since the commit the cache has (git
+// fetch --shallow-since), not for depth 1. At depth 1 the server cuts the
+// new target from its parents, so it never walks down to the commit the
+// cache has and sends the target's whole tree again: git avoids that
+// with a thin pack, which go-git cannot store (it filters the thin-pack
+// capability out). Asked for the history since, the server walks down to
+// the commit the cache has, finds it among the haves, and sends only what
+// changed: what `git fetch` sends. go-git's FetchOptions has no
+// deepen-since, so the request is made here with its plumbing. A target
+// older than since selects no commits: errNotSince, and the caller
+// fetches at depth 1.
+func (c *Cache) uploadPack(ctx context.Context, sess transport.UploadPackSession, ar *packp.AdvRefs, r *git.Repository, want map[plumbing.ReferenceName]plumbing.Hash, depth packp.Depth) error {
 	op := "fetch " + c.url()
-	ep, err := transport.NewEndpoint(c.URL)
-	if err != nil {
-		return &Error{Op: "parse " + c.url(), Err: err}
-	}
-	cl, err := client.NewClient(ep)
-	if err != nil {
-		return translate(op, err)
-	}
-	sess, err := cl.NewUploadPackSession(ep, auth)
-	if err != nil {
-		return translate(op, err)
-	}
-	defer func() {
-		if cerr := sess.Close(); err == nil && cerr != nil {
-			err = translate(op, cerr)
-		}
-	}()
-	ar, err := sess.AdvertisedReferencesContext(ctx)
-	if err != nil {
-		return translate(op, err)
-	}
-	if !ar.Capabilities.Supports(capability.Shallow) || !ar.Capabilities.Supports(capability.DeepenSince) {
-		return errNoSince
+	if !ar.Capabilities.Supports(capability.Shallow) {
+		return &Error{Op: op, Err: errors.New("the server does not support shallow fetches")}
 	}
 	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
-	for _, cp := range []capability.Capability{capability.Shallow, capability.DeepenSince} {
+	caps := []capability.Capability{capability.Shallow}
+	if _, ok := depth.(packp.DepthSince); ok {
+		caps = append(caps, capability.DeepenSince)
+	}
+	if ar.Capabilities.Supports(capability.NoProgress) {
+		caps = append(caps, capability.NoProgress)
+	}
+	for _, cp := range caps {
 		if err := req.Capabilities.Set(cp); err != nil {
 			return &Error{Op: op, Err: err}
 		}
 	}
-	if ar.Capabilities.Supports(capability.NoProgress) {
-		if err := req.Capabilities.Set(capability.NoProgress); err != nil {
-			return &Error{Op: op, Err: err}
-		}
-	}
-	req.Depth = packp.DepthSince(since)
+	req.Depth = depth
+	var err error
 	if req.Shallows, err = r.Storer.Shallow(); err != nil {
 		return readErr(op, err)
 	}
@@ -379,9 +432,11 @@ func (c *Cache) fetchSince(ctx context.Context, r *git.Repository, auth transpor
 	}
 	for _, h := range req.Wants {
 		if !hasObject(r, h) {
-			// A target older than since: the server selected no
-			// commits, and said nothing.
-			return fmt.Errorf("%w: %s is older than %s", errNotSince, layout.Short(h.String()), since.UTC().Format(time.RFC3339))
+			if since, ok := depth.(packp.DepthSince); ok {
+				// The server selected no commits, and said nothing.
+				return fmt.Errorf("%w: %s is older than %s", errNotSince, layout.Short(h.String()), time.Time(since).UTC().Format(time.RFC3339))
+			}
+			return &Error{Op: op, Err: fmt.Errorf("%w: the fetch did not bring %s", ErrDamaged, layout.Short(h.String()))}
 		}
 	}
 	for name, h := range want {
