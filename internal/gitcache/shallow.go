@@ -229,29 +229,49 @@ func (f *targetFetch) wantByName() map[plumbing.ReferenceName]plumbing.Hash {
 	return want
 }
 
-// since is the time of the oldest commit the cache has under the names f
-// fetches: the commit an incremental fetch should walk down to. There is
-// none when the cache has none of those names.
+// since is the time an upgrade's fetch walks down to: that of the
+// commit the cache has under the name f fetches (the oldest, for a tag
+// and a branch of that name), or, for a name new to the cache (the next
+// release's tag), that of its newest commit: the last target, most
+// likely the new one's ancestor. There is none in an empty cache.
 func (f *targetFetch) since(r *git.Repository) (time.Time, bool) {
-	var since time.Time
+	var same, newest time.Time
+	names := map[plumbing.ReferenceName]bool{}
 	for _, s := range f.specs {
-		ref, err := r.Reference(plumbing.ReferenceName(s.Src()), true)
-		if err != nil {
-			continue
-		}
-		h, err := r.ResolveRevision(plumbing.Revision(ref.Name()))
-		if err != nil {
-			continue
-		}
-		commit, err := r.CommitObject(*h)
-		if err != nil {
-			continue
-		}
-		if t := commit.Committer.When; since.IsZero() || t.Before(since) {
-			since = t
-		}
+		names[plumbing.ReferenceName(s.Src())] = true
 	}
-	return since, !since.IsZero()
+	refs, err := r.References()
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer refs.Close()
+	refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() != plumbing.HashReference {
+			return nil
+		}
+		commit, err := r.CommitObject(ref.Hash())
+		if err != nil {
+			tag, terr := r.TagObject(ref.Hash())
+			if terr != nil {
+				return nil
+			}
+			if commit, err = tag.Commit(); err != nil {
+				return nil
+			}
+		}
+		t := commit.Committer.When
+		if names[ref.Name()] && (same.IsZero() || t.Before(same)) {
+			same = t
+		}
+		if t.After(newest) {
+			newest = t
+		}
+		return nil
+	})
+	if !same.IsZero() {
+		return same, true
+	}
+	return newest, !newest.IsZero()
 }
 
 // targetFetch is what one fetchTarget asks for.

@@ -483,31 +483,45 @@ func packBytes(t *testing.T, c *Cache) int64 {
 }
 
 // An upgrade fetches what changed, as `git fetch` does, not the target's
-// whole tree again (what a depth-1 fetch without a thin pack gets).
+// whole tree again (what a depth-1 fetch without a thin pack gets): the
+// next commit of the branch, or the next release's tag.
 func TestShallowUpgradeFetchesChanges(t *testing.T) {
 	ctx := context.Background()
-	r, _ := bigRepo(t) // big.txt: most of the pack
-	tick(r)
-	c, logs := shallowCache(t, r.Dir, "main")
-	if err := c.Fetch(ctx); err != nil {
-		t.Fatal(err)
-	}
-	first := packBytes(t, c)
-	var want string
-	for _, v := range []string{"2", "3", "4"} {
-		r.Write("VERSION", v+"\n")
-		want = commit(r, "v"+v)
-	}
-	if err := c.Fetch(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := exportVersion(t, c, want); got != "4" {
-		t.Errorf("exported VERSION %s", got)
-	}
-	if added := packBytes(t, c) - first; added > first/4 {
-		t.Errorf("the upgrade added %d bytes to a cache of %d: it fetched the tree again", added, first)
-	}
-	if n := countLogs(logs, refetched); n != 0 {
-		t.Errorf("re-fetched %d times", n)
+	for _, tt := range []struct{ name, first, next string }{
+		{"branch moved", "main", "main"},
+		{"next release tag", "r1", "r4"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r, _ := bigRepo(t) // big.txt: most of the pack
+			r.Git("tag", "-a", "-m", "r1", "r1")
+			c, logs := shallowCache(t, r.Dir, tt.first)
+			if err := c.Fetch(ctx); err != nil {
+				t.Fatal(err)
+			}
+			first := packBytes(t, c)
+			var want string
+			for _, v := range []string{"2", "3", "4"} {
+				r.Write("VERSION", v+"\n")
+				want = commit(r, "v"+v)
+				r.Git("tag", "-a", "-m", "r"+v, "r"+v)
+			}
+			c.Ref = tt.next
+			if err := c.Fetch(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if sha, _, err := c.Resolve(ctx, tt.next); err != nil || sha != want {
+				t.Fatalf("Resolve(%s) = %s, %v; want %s", tt.next, sha, err, want)
+			}
+			if got := exportVersion(t, c, want); got != "4" {
+				t.Errorf("exported VERSION %s", got)
+			}
+			if added := packBytes(t, c) - first; added > first/4 {
+				t.Errorf("the upgrade added %d bytes to a cache of %d: it fetched the tree again", added, first)
+			}
+			if n := countLogs(logs, refetched); n != 0 {
+				t.Errorf("re-fetched %d times", n)
+			}
+		})
 	}
 }
