@@ -330,13 +330,14 @@ func (c *Cache) Repair(ctx context.Context, cause error) error {
 	return c.repair(ctx, auth, extra, cause)
 }
 
-// repair clones afresh over the damaged cache.
+// repair clones afresh over the damaged cache. The cause is logged once
+// the new cache is in place: it was mended, not returned. When the new
+// clone fails too, the error says both.
 func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, extra []string, cause error) error {
-	c.log().Warn("git cache update failed; re-fetching it into a fresh cache", zap.String("repo", c.url()), zap.String("ref", c.Ref), zap.Error(cause))
 	if err := c.clone(ctx, auth, extra); err != nil {
 		return fmt.Errorf("re-clone the damaged cache (%v): %w", cause, err)
 	}
-	c.log().Info("re-fetched the git cache afresh", zap.String("repo", c.url()), zap.String("ref", c.Ref))
+	c.log().Warn("git cache update failed; re-fetched it into a fresh cache", zap.String("repo", c.url()), zap.String("ref", c.Ref), zap.NamedError("cause", cause))
 	return nil
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
-const refetched = "git cache update failed; re-fetching it into a fresh cache"
+const refetched = "git cache update failed; re-fetched it into a fresh cache"
 
 // shallowCache is a cache of url for ref whose log the test reads.
 func shallowCache(t *testing.T, url, ref string) (*Cache, *observer.ObservedLogs) {
