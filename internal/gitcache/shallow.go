@@ -111,8 +111,9 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 	if len(f.specs) > 0 && !f.deepen && len(f.bySHA) == 0 {
 		// Every commit wanted is advertised: ask in this session.
 		var depth packp.Depth = packp.DepthCommits(1)
-		since, ok := f.since(r)
-		if ok && ar.Capabilities.Supports(capability.DeepenSince) {
+		since, bySince := f.since(r)
+		bySince = bySince && ar.Capabilities.Supports(capability.DeepenSince)
+		if bySince {
 			depth = packp.DepthSince(since)
 		}
 		err := c.uploadPack(ctx, sess, ar, r, f.wantByName(), depth)
@@ -122,11 +123,14 @@ func (c *Cache) fetchTarget(ctx context.Context, r *git.Repository, auth transpo
 		switch {
 		case err == nil:
 			return c.checkNeed(r, op, f)
-		case transient(err) || !errors.Is(err, errNotSince):
+		case transient(err) || !bySince:
 			return err
 		}
 		// A target older than the commit the cache has (a branch reset
-		// to an older commit): the history since selects nothing.
+		// to an older commit): the history since selects nothing, and
+		// the server says so with an empty pack or by hanging up
+		// ("no commits selected for shallow requests"), whichever comes
+		// first.
 		c.log().Debug("incremental fetch by time did not bring the target; fetching it at depth 1", zap.Time("since", since), zap.Error(err))
 	}
 	if err := closeSess(); err != nil {
@@ -205,7 +209,7 @@ func advertised(ar *packp.AdvRefs) (map[string]plumbing.Hash, error) {
 }
 
 // checkNeed checks that the commits f needs can be read, then drops the
-// refs of commits pinned before.
+// refs of commits pinned before and names what the cache holds.
 func (c *Cache) checkNeed(r *git.Repository, op string, f *targetFetch) error {
 	for _, sha := range f.need {
 		if !hasCommitPrefix(r, sha) {
@@ -215,7 +219,76 @@ func (c *Cache) checkNeed(r *git.Repository, op string, f *targetFetch) error {
 			return &Error{Op: op, Err: fmt.Errorf("%w: the fetch did not bring %s", ErrDamaged, layout.Short(sha))}
 		}
 	}
-	return c.dropPinned(r, f.bySHA)
+	if err := c.dropPinned(r, f.bySHA); err != nil {
+		return err
+	}
+	return mirrorNames(r, f.byName)
+}
+
+// mirrorNames makes the cache's branches and tags those of the remote
+// (byName, as advertised) whose objects it holds, as a mirror's would be
+// but for the names of commits it never fetched. Resolve then finds a
+// release's tag or branch without the network: a rollback to `commit:
+// v1`, first deployed through main at the same commit, needs no fetch
+// (invariant 9), as with the mirror. A branch or tag gone from the
+// remote goes from the cache, as the mirror's prune did.
+func mirrorNames(r *git.Repository, byName map[string]plumbing.Hash) error {
+	refs, err := r.References()
+	if err != nil {
+		return readErr("list cache refs", err)
+	}
+	local := map[plumbing.ReferenceName]plumbing.Hash{}
+	err = refs.ForEach(func(ref *plumbing.Reference) error {
+		if ref.Type() == plumbing.HashReference && (ref.Name().IsBranch() || ref.Name().IsTag()) {
+			local[ref.Name()] = ref.Hash()
+		}
+		return nil
+	})
+	refs.Close()
+	if err != nil {
+		return readErr("list cache refs", err)
+	}
+	for name := range local {
+		if _, ok := byName[name.String()]; !ok {
+			if err := r.Storer.RemoveReference(name); err != nil {
+				return &Error{Op: "remove cache ref " + name.String(), Err: err}
+			}
+		}
+	}
+	for n, h := range byName {
+		name := plumbing.ReferenceName(n)
+		if !name.IsBranch() && !name.IsTag() || strings.HasSuffix(n, "^{}") || local[name] == h {
+			continue
+		}
+		if !holdsCommit(r, h) {
+			// An annotated tag of a commit the cache holds, fetched
+			// under another name: the tag object never came. The name
+			// leads to the commit, which is what Resolve answers.
+			peeled, ok := byName[n+"^{}"]
+			if !ok || local[name] == peeled || !holdsCommit(r, peeled) {
+				continue
+			}
+			h = peeled
+		}
+		if err := r.Storer.SetReference(plumbing.NewHashReference(name, h)); err != nil {
+			return &Error{Op: "set cache ref " + n, Err: err}
+		}
+	}
+	return nil
+}
+
+// holdsCommit reports whether h is a commit the cache can read, or an
+// annotated tag of one.
+func holdsCommit(r *git.Repository, h plumbing.Hash) bool {
+	if _, err := r.CommitObject(h); err == nil {
+		return true
+	}
+	tag, err := r.TagObject(h)
+	if err != nil {
+		return false
+	}
+	_, err = tag.Commit()
+	return err == nil
 }
 
 // wantByName is what f fetches by name: the ref → the remote's commit

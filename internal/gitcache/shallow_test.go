@@ -525,3 +525,36 @@ func TestShallowUpgradeFetchesChanges(t *testing.T) {
 		})
 	}
 }
+
+// The shallow cache knows the names of the commits it holds, as the
+// mirror did: a rollback to `commit: v1`, first deployed through main,
+// resolves without a fetch. A name gone from the remote goes.
+func TestShallowCacheNamesWhatItHolds(t *testing.T) {
+	ctx := context.Background()
+	r, shas := history(t, 1)
+	r.Git("tag", "v1")
+	r.Git("tag", "-a", "-m", "annotated", "a1")
+	r.Git("branch", "old")
+	c, _ := shallowCache(t, r.Dir, "main")
+	if err := c.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.Write("VERSION", "v2\n")
+	v2 := commit(r, "v2")
+	r.Git("branch", "-D", "old")
+	if err := c.Fetch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		ref  string
+		sha  string
+		kind Kind
+	}{{"main", v2, KindBranch}, {"v1", shas[0], KindTag}, {"a1", shas[0], KindTag}} {
+		if sha, kind, err := c.Resolve(ctx, tt.ref); err != nil || sha != tt.sha || kind != tt.kind {
+			t.Errorf("Resolve(%s) = %s, %s, %v; want %s, %s", tt.ref, sha, kind, err, tt.sha, tt.kind)
+		}
+	}
+	if _, _, err := c.Resolve(ctx, "old"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a branch deleted on the remote: %v", err)
+	}
+}
