@@ -12,6 +12,10 @@
 // clone: the first fetch into the cache, against `git clone --mirror`.
 // health: a health check refusing a deterministic 500, against the old
 // behaviour (retried until its 30 s timeout).
+// history: the first apply's fetch + export on a repository with history
+// (releases of a real module, deep synthetic history), against `git fetch
+// --depth 1` + `git archive | tar -x`; an upgrade's fetch against `git
+// fetch` (see fetch.go).
 package main
 
 import (
@@ -35,9 +39,9 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health")
+	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health, history")
 	flag.Parse()
-	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10}
+	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10, quick: *quick}
 	if *quick {
 		b.runs, b.files = 5, 1000
 	}
@@ -48,11 +52,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health"} {
+	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history}[name]()
 	}
 }
 
@@ -61,6 +65,7 @@ type bench struct {
 	runs            int
 	files, fileSize int
 	bigRepo         string
+	quick           bool
 }
 
 func check(err error) {
@@ -274,6 +279,8 @@ func child(args []string) int {
 		c := &gitcache.Cache{Dir: args[2], URL: args[1], TmpDir: args[2] + ".tmp"}
 		err = c.Fetch(ctx)
 		os.RemoveAll(args[2] + ".tmp")
+	case "history-apply", "history-fetch":
+		err = historyChild(ctx, args)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -16,6 +16,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"go.uber.org/zap"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 )
@@ -56,6 +57,21 @@ type Cache struct {
 	// Verify is whose signature a commit must carry to be exported; the
 	// zero Verifier exports any commit.
 	Verify Verifier
+	// Ref is the source.commit deploys need: a branch, a tag or a SHA.
+	// With it, Fetch brings that commit alone, shallow (depth 1), and a
+	// later Fetch of a new target stays shallow; see shallow.go. Empty,
+	// Fetch mirrors every branch and tag with their whole history.
+	Ref string
+	// Log hears what Fetch and Repair do beyond the ordinary, such as a
+	// cache fetched afresh after a failed update; nil for nowhere.
+	Log *zap.Logger
+}
+
+func (c *Cache) log() *zap.Logger {
+	if c.Log == nil {
+		return zap.NewNop()
+	}
+	return c.Log
 }
 
 // url is the remote for messages: never with its password.
@@ -210,26 +226,29 @@ func (c *Cache) listRemote(ctx context.Context) ([]*plumbing.Reference, error) {
 // of a tag moved upstream (git tag -f), as of a rewound branch.
 var refSpecs = []config.RefSpec{"+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"}
 
-// Fetch brings the cache up to date with the remote, creating it on first
-// use. The first clone is made in TmpDir and renamed into place, so an
-// interrupted clone never leaves a half cache at Dir. A damaged cache is
-// cloned afresh (see Repair for what may be replaced).
+// Fetch brings the cache up to date with the remote for Ref (every
+// branch and tag without it), creating it on first use. The first clone
+// is made in TmpDir and renamed into place, so an interrupted clone never
+// leaves a half cache at Dir. A cache the update fails on — damaged, or
+// one of go-git's failures to update a shallow repository (go-git#305,
+// #1443) — is fetched afresh into a new cache that replaces it (see
+// Repair for what may be replaced): the deploy goes on.
 func (c *Cache) Fetch(ctx context.Context) error {
 	auth, err := c.auth()
 	if err != nil {
 		return err
 	}
 	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
-		return c.clone(ctx, auth)
+		return c.clone(ctx, auth, nil)
 	}
 	err = c.fetch(ctx, auth)
-	var ge *Error
-	if err == nil || (errors.As(err, &ge) && (ge.Transient || ge.Remote)) {
+	if err == nil || transient(err) {
 		return err
 	}
 	// Anything else is the cache's own fault (a stale lock, a truncated
-	// ref, missing objects): do what git-sync does, start afresh.
-	return c.repair(ctx, auth, err)
+	// ref, missing objects, a shallow update go-git got wrong): do what
+	// git-sync does, start afresh.
+	return c.repair(ctx, auth, nil, err)
 }
 
 func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
@@ -246,20 +265,21 @@ func (c *Cache) fetch(ctx context.Context, auth transport.AuthMethod) error {
 	if err := c.setURL(r); err != nil {
 		return err
 	}
-	err = r.FetchContext(ctx, &git.FetchOptions{
-		RemoteName: "origin",
-		RefSpecs:   refSpecs,
-		Auth:       auth,
-		Tags:       git.NoTags, // the refspecs already take every tag
-		Force:      true,
-		Prune:      true,
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return translate("fetch "+c.url(), err)
+	if err := c.get(ctx, r, auth, nil); err != nil {
+		return err
 	}
 	// A fetch that found nothing new says nothing of the objects the
 	// refs point at: check that every tip can be read.
 	return checkTips(r)
+}
+
+// get fetches into r what the cache is for: Ref and the commits extra,
+// shallow; or, without Ref, every branch and tag with their history.
+func (c *Cache) get(ctx context.Context, r *git.Repository, auth transport.AuthMethod, extra []string) error {
+	if c.Ref != "" {
+		return c.fetchTarget(ctx, r, auth, c.Ref, extra)
+	}
+	return c.fetchSpecs(ctx, r, auth, refSpecs, 0, true)
 }
 
 // checkTips reads the commit every branch and tag points at.
@@ -291,28 +311,39 @@ func checkTips(r *git.Repository) error {
 // repository (a file, a folder without HEAD, refs pointing at nothing);
 // a readable repository without the marker is left alone, with an error
 // that needs a person.
+//
+// A shallow cache holds little but Ref: when cause is an export's, the
+// commit that export read is fetched too.
 func (c *Cache) Repair(ctx context.Context, cause error) error {
 	auth, err := c.auth()
 	if err != nil {
 		return err
 	}
-	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
-		return c.clone(ctx, auth)
+	var extra []string
+	var ce *commitError
+	if errors.As(cause, &ce) {
+		extra = []string{ce.sha}
 	}
-	return c.repair(ctx, auth, cause)
+	if _, err := os.Lstat(c.Dir); errors.Is(err, fs.ErrNotExist) {
+		return c.clone(ctx, auth, extra)
+	}
+	return c.repair(ctx, auth, extra, cause)
 }
 
-// repair clones afresh over the damaged cache.
-func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, cause error) error {
-	if err := c.clone(ctx, auth); err != nil {
+// repair clones afresh over the damaged cache. The cause is logged once
+// the new cache is in place: it was mended, not returned. When the new
+// clone fails too, the error says both.
+func (c *Cache) repair(ctx context.Context, auth transport.AuthMethod, extra []string, cause error) error {
+	if err := c.clone(ctx, auth, extra); err != nil {
 		return fmt.Errorf("re-clone the damaged cache (%v): %w", cause, err)
 	}
+	c.log().Warn("git cache update failed; re-fetched it into a fresh cache", zap.String("repo", c.url()), zap.String("ref", c.Ref), zap.NamedError("cause", cause))
 	return nil
 }
 
 // clone fetches the remote into a new repository in TmpDir, then puts it
 // at Dir in place of whatever replaceable thing is there.
-func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod) error {
+func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod, extra []string) error {
 	op := "create cache"
 	if err := os.MkdirAll(c.TmpDir, 0o755); err != nil {
 		return &Error{Op: op, Err: err}
@@ -332,15 +363,8 @@ func (c *Cache) clone(ctx context.Context, auth transport.AuthMethod) error {
 	if _, err := r.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{c.URL}, Fetch: refSpecs}); err != nil {
 		return &Error{Op: op, Err: err}
 	}
-	err = r.FetchContext(ctx, &git.FetchOptions{
-		RemoteName: "origin",
-		RefSpecs:   refSpecs,
-		Auth:       auth,
-		Tags:       git.NoTags,
-		Force:      true,
-	})
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return translate("clone "+c.url(), err)
+	if err := c.get(ctx, r, auth, extra); err != nil {
+		return err
 	}
 	return c.install(tmp)
 }

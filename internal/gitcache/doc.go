@@ -8,4 +8,8 @@
 // are translated here, once (translate, readErr), into *Error with a
 // kind: transient (retry later), needs a person, or ErrDamaged (clone
 // afresh).
+//
+// With Cache.Ref set the cache is shallow: it holds the commits deploys
+// asked for, fetched at depth 1, and an upgrade fetches what changed since
+// the commit it has (shallow.go).
 package gitcache

@@ -144,3 +144,14 @@ func translate(op string, err error) error {
 	}
 	return &Error{Op: op, Err: err}
 }
+
+// commitError is a failure to read commit sha from the cache. It says
+// what it wraps; Repair reads sha from it, so that a shallow cache made
+// afresh holds the commit the failed export needed, not only Ref.
+type commitError struct {
+	sha string
+	err error
+}
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }

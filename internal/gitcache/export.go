@@ -53,7 +53,12 @@ type job struct {
 // own, as the maintainers advise: reading — inflating and hashing every
 // object — is then spread over the cores instead of bounding the export on
 // one.
-func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) error {
+func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) (err error) {
+	defer func() {
+		if errors.Is(err, ErrDamaged) {
+			err = &commitError{sha: sha, err: err}
+		}
+	}()
 	r, done, err := c.open()
 	if err != nil {
 		return fmt.Errorf("export %s: %w", sha, err)
