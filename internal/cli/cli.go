@@ -164,9 +164,15 @@ func (g *globals) load() (*desired.State, error) {
 	return desired.Load(g.file)
 }
 
-func cache(d *desired.State) *gitcache.Cache {
+// cache is the app's git cache: shallow, fetching only what source.commit
+// needs. log hears a re-fetch into a fresh cache; nil for nowhere.
+func cache(d *desired.State, log ...*zap.Logger) *gitcache.Cache {
 	l := layout.New(d.Root, d.Link)
-	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir(), AllowExternalSymlinks: d.Source.AllowExternalSymlinks,
+	var lg *zap.Logger
+	if len(log) > 0 {
+		lg = log[0].Named("git")
+	}
+	return &gitcache.Cache{Dir: l.RepoDir(), URL: d.Source.Repo, Ref: d.Source.Commit, Log: lg, SSHKey: d.Source.SSHKey, TmpDir: l.TmpDir(), AllowExternalSymlinks: d.Source.AllowExternalSymlinks,
 		Verify: gitcache.Verifier{Keyring: d.Source.Verify.Keyring, AllowedSigners: d.Source.Verify.AllowedSigners}}
 }
 
@@ -255,7 +261,7 @@ func applyCmd(g *globals) *cobra.Command {
 			}
 			res, err := apply.Apply(cmd.Context(), apply.Options{
 				Desired:     d,
-				Git:         cache(d),
+				Git:         cache(d, log),
 				Runner:      &runner.Runner{Log: log.Named("run")},
 				Log:         log.Named("apply"),
 				View:        v,

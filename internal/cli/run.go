@@ -191,7 +191,7 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 		Grace:    f.grace,
 		Apply: func(ctx context.Context, st *desired.State, snap *source.Snapshot, trigger string, rlog *zap.Logger) (*apply.Result, error) {
 			return apply.Apply(ctx, apply.Options{
-				Desired: st, Git: cache(st), Runner: &runner.Runner{Log: rlog.Named("cmd")}, Log: rlog,
+				Desired: st, Git: cache(st, rlog), Runner: &runner.Runner{Log: rlog.Named("cmd")}, Log: rlog,
 				Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(),
 			})
 		},

@@ -111,7 +111,7 @@ func (c *Cache) openWith(opts filesystem.Options, objCache cache.FileSize) (*git
 	case fi.IsDir():
 		return nil, nil, &Error{Op: op, Err: fmt.Errorf("%w: %s/HEAD is a directory", ErrDamaged, c.Dir)}
 	}
-	st := filesystem.NewStorageWithOptions(osfs.New(c.Dir), cache.NewObjectLRU(objCache), opts)
+	st := filesystem.NewStorageWithOptions(idxFS{osfs.New(c.Dir)}, cache.NewObjectLRU(objCache), opts)
 	r, err := git.Open(st, nil)
 	if err != nil {
 		st.Close()

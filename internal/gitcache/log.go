@@ -54,11 +54,11 @@ func (c *Cache) Between(ctx context.Context, from, to string, max int) (*Log, er
 		return nil, fmt.Errorf("log %s..%s: %w", layoutShort(from), layoutShort(to), err)
 	}
 	defer done()
-	f, err := commit(r, from)
+	f, err := readCommit(r, from)
 	if err != nil {
 		return nil, err
 	}
-	t, err := commit(r, to)
+	t, err := readCommit(r, to)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +159,7 @@ func layoutShort(sha string) string {
 	return sha
 }
 
-func commit(r *git.Repository, sha string) (*object.Commit, error) {
+func readCommit(r *git.Repository, sha string) (*object.Commit, error) {
 	c, err := r.CommitObject(plumbing.NewHash(sha))
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
 		return nil, &Error{Op: "log", Err: fmt.Errorf("%w: commit %s", ErrNotFound, layoutShort(sha))}

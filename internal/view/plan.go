@@ -237,5 +237,12 @@ func fetched(p *plan.Plan) string {
 		s := Summary(p)
 		rest = "Remaining " + strings.ToLower(s[:1]) + s[1:]
 	}
-	return fmt.Sprintf("Fetched: %s is %s. %s", p.Ref, p.Commit, rest)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Fetched: %s is %s. %s", p.Ref, p.Commit, rest)
+	if p.Ships != nil && p.Ships.Direction != "same" {
+		// Only now, with the commit fetched, is it known what ships.
+		b.WriteString("\n")
+		writeShips(&b, p)
+	}
+	return strings.TrimRight(b.String(), "\n")
 }
