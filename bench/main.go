@@ -12,6 +12,8 @@
 // clone: the first fetch into the cache, against `git clone --mirror`.
 // health: a health check refusing a deterministic 500, against the old
 // behaviour (retried until its 30 s timeout).
+// django: issue 10's figures on the e2e Django stack, against the
+// article's bash deploy on the same stack (bench/django.go).
 package main
 
 import (
@@ -35,7 +37,7 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health")
+	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health, django")
 	flag.Parse()
 	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10}
 	if *quick {
@@ -48,11 +50,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon", "health"} {
+	for _, name := range []string{"converged", "rollback", "export", "clone", "daemon", "health", "django"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "django": b.django}[name]()
 	}
 }
 

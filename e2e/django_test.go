@@ -159,7 +159,7 @@ func TestZeroDowntime(t *testing.T) {
 	type mode struct{ name, action string }
 	figures := map[string]stack.LoadResult{}
 	for _, m := range []mode{{"graceful (HUP, --chdir)", "reload"}, {"restart", "restart"}} {
-		res := s.SwitchUnderLoad([]string{"v1", "v2"}, 10, 8, func(tag string) error {
+		res := s.SwitchUnderLoad(s.Web, []string{"v1", "v2"}, 10, 8, func(tag string) error {
 			s.Desired(tag, stack.Web, m.action)
 			if r := s.Reconciler("apply"); r.Code != 0 {
 				return fmt.Errorf("exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)

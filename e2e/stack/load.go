@@ -80,12 +80,12 @@ func (l *Load) Stop() LoadResult {
 }
 
 // SwitchUnderLoad deploys the releases tags in turn, switches times, under
-// conns clients through nginx, and counts failed requests and responses
+// conns clients on addr (nginx), and counts failed requests and responses
 // from the wrong release once deploy returned. deploy must return only
 // when the release serves; its errors are reported to T.
-func (s *Stack) SwitchUnderLoad(tags []string, switches, conns int, deploy func(tag string) error) LoadResult {
+func (s *Stack) SwitchUnderLoad(addr string, tags []string, switches, conns int, deploy func(tag string) error) LoadResult {
 	s.T.Helper()
-	l := s.StartLoad(s.Web, conns)
+	l := s.StartLoad(addr, conns)
 	for i := 0; i < switches; i++ {
 		tag := tags[i%len(tags)]
 		l.Expect("") // during the switch either release is right
