@@ -261,6 +261,11 @@ func steps(sum map[string][]time.Duration, a applied) {
 }
 
 func (d *djangoBench) measure() {
+	// One supervisorctl call, the unit of the reload and of the process
+	// check's polling, against a bare python3 start.
+	ctl := timeCmd(d.runs, "supervisorctl", "-c", d.SupConf, "pid", stack.Web)
+	py := timeCmd(d.runs, "/usr/bin/python3", "-c", "pass")
+	fmt.Fprintf(&d.notes, "  one supervisorctl call %s (python3 -c pass %s): reload runs 2, the process check 1 per poll\n", secs(ctl), secs(py))
 	ours, theirs := d.upgrades()
 	d.rollback(ours, theirs)
 	d.broken()
@@ -372,6 +377,7 @@ func (d *djangoBench) rollback(last, bashLast string) {
 	prev := fmt.Sprintf("%c%d", last[0], d.runs-1)
 	bashPrev := fmt.Sprintf("%c%d", bashLast[0], d.runs-1)
 	var ours, theirs []time.Duration
+	sum := map[string][]time.Duration{}
 	for i := 0; i < d.runs; i++ {
 		to, bashTo, how := prev, bashPrev, "rollback"
 		if i%2 == 1 {
@@ -381,6 +387,7 @@ func (d *djangoBench) rollback(last, bashLast string) {
 		a := d.mustApply(to, build, true)
 		d.waitServing(d.Web, to)
 		ours = append(ours, time.Since(start))
+		steps(sum, a)
 		for _, s := range a.Steps {
 			if s.Action == "build" || s.Action == "migrate" || s.Action == "fetch" {
 				d.T.Errorf("switch to %s on disk ran %s %s", to, s.Action, s.Name)
@@ -398,6 +405,7 @@ func (d *djangoBench) rollback(last, bashLast string) {
 	}
 	o, t := median(ours), median(theirs)
 	d.row("rollback (reload, health-verified)", secs(o), secs(t)+" (link + HUP)", "no slower: "+verdict(o <= t))
+	d.breakdown("reconciler, rollback", sum)
 	d.last, d.build, d.bashLast = last, build, bashLast
 }
 
@@ -585,6 +593,20 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Fields(string(b))[0]
+}
+
+// timeCmd is the median wall time of n runs of a command, whatever its
+// exit status.
+func timeCmd(n int, name string, args ...string) time.Duration {
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(name, args...)
+		cmd.Env = []string{stack.BasePath}
+		start := time.Now()
+		cmd.Run()
+		ds = append(ds, time.Since(start))
+	}
+	return median(ds)
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
