@@ -85,7 +85,10 @@ func RequireTools() error {
 		cmd := exec.Command(c[0], c[1:]...)
 		cmd.Env = []string{BasePath}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %v\n%s\ninstall: apt-get install python3-django gunicorn nginx-light supervisor python3-venv", strings.Join(c, " "), err, out)
+			if o := strings.TrimSpace(string(out)); o != "" {
+				err = fmt.Errorf("%w: %s", err, o)
+			}
+			return fmt.Errorf("%s: %v (install: apt-get install python3-django gunicorn nginx-light supervisor python3-venv)", strings.Join(c, " "), err)
 		}
 	}
 	return nil
