@@ -16,6 +16,8 @@
 // (releases of a real module, deep synthetic history), against `git fetch
 // --depth 1` + `git archive | tar -x`; an upgrade's fetch against `git
 // fetch` (see fetch.go).
+// django: issue 10's figures on the e2e Django stack, against the
+// article's bash deploy on the same stack (bench/django.go).
 package main
 
 import (
@@ -39,7 +41,7 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, rollback, export, clone, daemon, health, history")
+	only := flag.String("only", "", "run one benchmark: converged, startup, rollback, export, clone, daemon, health, history, django")
 	flag.Parse()
 	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10, quick: *quick}
 	if *quick {
@@ -52,11 +54,11 @@ func main() {
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history"} {
+	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history", "django"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history, "django": b.django}[name]()
 	}
 }
 
