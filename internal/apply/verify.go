@@ -104,8 +104,20 @@ func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc 
 		deadline = budget
 	}
 	var last string
+	pid := 0 // the main process, asked of the manager once and again only when it is gone
 	for {
-		pl, err := procs.Where(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit), e.l.ReleasesDir())
+		var pl procs.Placement
+		var err error
+		if pid != 0 {
+			if pl, err = procs.Place(pid, e.l.ReleasesDir()); err != nil {
+				pid = 0
+			}
+		}
+		if pid == 0 {
+			if pl, err = procs.Where(ctx, e.Runner, svc, p.Root, e.env(p, s.Release, s.Commit), e.l.ReleasesDir()); err == nil {
+				pid = pl.PID
+			}
+		}
 		if err != nil {
 			last = fmt.Sprintf("service %s: no main process: %v", svc.Name, err)
 		} else if stale := pl.InOtherReleases(s.Release); len(stale) == 0 {
@@ -126,7 +138,7 @@ func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }

@@ -68,6 +68,14 @@ func Where(ctx context.Context, r *runner.Runner, svc desired.Service, root stri
 	if err != nil {
 		return Placement{}, err
 	}
+	return Place(pid, releasesDir)
+}
+
+// Place says where the process pid and its children run, relative to
+// releasesDir: the part of Where that reads only /proc, for a caller that
+// polls a main process it already found (a reload keeps gunicorn's master
+// pid; asking the manager again costs a supervisorctl start-up per poll).
+func Place(pid int, releasesDir string) (Placement, error) {
 	if real, err := filepath.EvalSymlinks(releasesDir); err == nil {
 		releasesDir = real
 	}
