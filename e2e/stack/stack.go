@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -567,11 +568,21 @@ func Page(tag string) string { return "broken_brackets " + tag + ":" }
 // History returns `reconciler history --json`.
 func (s *Stack) History() []Record {
 	s.T.Helper()
-	r := s.Reconciler("history", "--json")
-	var recs []Record
-	if err := json.Unmarshal([]byte(r.Stdout), &recs); err != nil {
+	r := s.Reconciler("history", "--json", "--steps", "--limit", "0")
+	var applies []struct {
+		Record
+		Steps []Record `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &applies); err != nil {
 		s.T.Fatalf("history --json: %v\n%s", err, r.Stdout)
 	}
+	// Oldest first, as the log has them.
+	var recs []Record
+	for _, a := range applies {
+		recs = append(recs, a.Record)
+		recs = append(recs, a.Steps...)
+	}
+	sort.SliceStable(recs, func(i, j int) bool { return recs[i].Time.Before(recs[j].Time) })
 	return recs
 }
 
