@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -217,8 +218,7 @@ func flagSet(name string) bool {
 // killedInside reports whether the kill left a cache fill unsealed, or a
 // release whose preflight had started and not passed.
 func killedInside(root string) (fill, preflight bool) {
-	entries, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*[0-9a-f]"))
-	for _, e := range entries {
+	for _, e := range cacheEntries(root) {
 		if _, err := os.Stat(e + ".json"); err != nil {
 			fill = true
 		}
@@ -231,6 +231,20 @@ func killedInside(root string) (fill, preflight bool) {
 		}
 	}
 	return fill, preflight
+}
+
+// cacheEntries lists the entry directories of the deps step: their names
+// are keys, 32 hex digits. (Go's Glob matches dotfiles too: a seal's
+// temporary file, left by a kill, ends in digits.)
+func cacheEntries(root string) []string {
+	var out []string
+	des, _ := os.ReadDir(filepath.Join(root, "cache", "deps"))
+	for _, d := range des {
+		if d.IsDir() && len(d.Name()) == 32 && strings.Trim(d.Name(), "0123456789abcdef") == "" {
+			out = append(out, filepath.Join(root, "cache", "deps", d.Name()))
+		}
+	}
+	return out
 }
 
 // checkCache checks invariant 13 after the kills: every cache entry a
@@ -262,8 +276,13 @@ func checkCache(t *testing.T, root string) {
 			}
 		}
 	}
-	seals, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*.json"))
-	entries, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "*[0-9a-f]"))
+	seals, _ := filepath.Glob(filepath.Join(root, "cache", "deps", "[0-9a-f]*.json"))
+	entries := cacheEntries(root)
+	// A kill inside a seal's atomic write leaves its temporary file; the
+	// next apply removes it.
+	if tmp, _ := filepath.Glob(filepath.Join(root, "cache", "deps", ".*")); len(tmp) > 0 {
+		t.Errorf("after converging, temporary files are left in the cache: %v", tmp)
+	}
 	if len(seals) != len(entries) || len(entries) > 2 {
 		// What is there, and what the records link, for whoever reads the failure.
 		out, _ := exec.Command("sh", "-c", "ls -la "+filepath.Join(root, "cache", "deps")+"; grep -h -e '\"cache\"' -e '\"state\"' "+filepath.Join(root, "releases", "*", ".reconciler", "release.json")).CombinedOutput()

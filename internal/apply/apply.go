@@ -356,11 +356,15 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 }
 
 // cleanTemp removes what an interrupted apply left in its scratch places:
-// temporary links beside the link and staged releases. Neither is ever
-// seen by services: the link is only ever the result of a rename.
+// temporary links beside the link, staged releases, and the temporary
+// files of cache seals cut short. None is ever seen by services: the link
+// is only ever the result of a rename.
 func (e *executor) cleanTemp() {
 	matches, _ := filepath.Glob(fsx.TempLinkGlob(e.l.LinkPath()))
-	for _, m := range matches {
+	// A seal's atomic write cut by a kill leaves its temporary file
+	// beside the entries; nothing reads it, but it need not stay.
+	seals, _ := filepath.Glob(filepath.Join(e.l.CacheDir(), "*", ".*.json.tmp-*"))
+	for _, m := range append(matches, seals...) {
 		os.Remove(m)
 	}
 	os.RemoveAll(e.l.TmpDir())

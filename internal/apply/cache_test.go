@@ -281,6 +281,9 @@ func TestCacheInterruptedFillIsDiscarded(t *testing.T) {
 	os.WriteFile(filepath.Join(killed, "venv", "left-by-the-kill"), nil, 0o644)
 	stray := h.l.CacheEntry("deps", strings.Repeat("ab", stepcache.KeyLen/2))
 	os.MkdirAll(stray, 0o755)
+	// A kill inside a seal's atomic write leaves its temporary file.
+	tmpSeal := filepath.Join(h.l.CacheStepDir("deps"), "."+key+".json.tmp-12345")
+	os.WriteFile(tmpSeal, []byte("{"), 0o600)
 
 	res, _ := h.mustApply(d)
 	if _, err := os.Stat(filepath.Join(killed, "venv", "left-by-the-kill")); err == nil {
@@ -288,6 +291,9 @@ func TestCacheInterruptedFillIsDiscarded(t *testing.T) {
 	}
 	if _, err := os.Stat(stray); err == nil {
 		t.Error("an unsealed entry nothing fills was not pruned")
+	}
+	if _, err := os.Stat(tmpSeal); err == nil {
+		t.Error("a seal's temporary file left by a kill stayed")
 	}
 	pruned := false
 	for _, s := range res.Steps {
