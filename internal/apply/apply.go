@@ -196,11 +196,12 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 // the next plan to say what changed since. Written only when it changed: a
 // converged apply writes nothing it need not.
 func (e *executor) keepApplied() {
-	snap := e.Desired.Snapshot()
-	if e.res.Plan != nil && len(e.res.Plan.Changed) == 0 && record.ReadApplied(e.l.AppliedFile()) != nil {
+	// The plan compared with the kept snapshot: an empty, non-nil Changed
+	// says it exists and nothing changed.
+	if p := e.res.Plan; p != nil && p.Changed != nil && len(p.Changed) == 0 {
 		return
 	}
-	if err := record.WriteApplied(e.l.AppliedFile(), snap); err != nil {
+	if err := record.WriteApplied(e.l.AppliedFile(), e.Desired.Snapshot()); err != nil {
 		e.log.Warn("keep the applied desired state", zap.Error(err))
 	}
 }

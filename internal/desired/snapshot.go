@@ -79,12 +79,13 @@ func snake(s string) string {
 }
 
 // Changed lists the fields whose values differ between two snapshots,
-// sorted; nil when old is nil (nothing to compare with).
+// sorted: empty, not nil, when none does; nil when old is nil (nothing to
+// compare with).
 func Changed(old, cur map[string]string) []string {
 	if old == nil {
 		return nil
 	}
-	var out []string
+	out := []string{}
 	for k, v := range cur {
 		if old[k] != v {
 			out = append(out, k)

@@ -38,6 +38,9 @@ func TestSnapshotChanged(t *testing.T) {
 			t.Errorf("changed %q; want %q", got, tt.want)
 		}
 	}
+	if same := Changed(old, parse(base).Snapshot()); same == nil || len(same) != 0 {
+		t.Errorf("unchanged: %#v; want empty, not nil (the apply reads that as: nothing to keep)", same)
+	}
 	if Changed(nil, old) != nil {
 		t.Error("with no earlier apply, fields changed")
 	}

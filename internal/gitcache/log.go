@@ -11,6 +11,8 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"github.com/reconciler-dev/reconciler/internal/layout"
 )
 
 // LogEntry is one commit a deploy ships or takes away.
@@ -51,7 +53,7 @@ func (c *Cache) Between(ctx context.Context, from, to string, max int) (*Log, er
 	}
 	r, done, err := c.open()
 	if err != nil {
-		return nil, fmt.Errorf("log %s..%s: %w", layoutShort(from), layoutShort(to), err)
+		return nil, fmt.Errorf("log %s..%s: %w", layout.Short(from), layout.Short(to), err)
 	}
 	defer done()
 	f, err := readCommit(r, from)
@@ -152,17 +154,10 @@ func walk(ctx context.Context, r *git.Repository, start *object.Commit, stop plu
 	return out, met, cut, nil
 }
 
-func layoutShort(sha string) string {
-	if len(sha) > 8 {
-		return sha[:8]
-	}
-	return sha
-}
-
 func readCommit(r *git.Repository, sha string) (*object.Commit, error) {
 	c, err := r.CommitObject(plumbing.NewHash(sha))
 	if errors.Is(err, plumbing.ErrObjectNotFound) {
-		return nil, &Error{Op: "log", Err: fmt.Errorf("%w: commit %s", ErrNotFound, layoutShort(sha))}
+		return nil, &Error{Op: "log", Err: fmt.Errorf("%w: commit %s", ErrNotFound, layout.Short(sha))}
 	}
 	if err != nil {
 		return nil, readErr("log", err)

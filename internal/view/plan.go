@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/scrub"
 )
@@ -72,17 +73,17 @@ func writeShips(b *strings.Builder, p *plan.Plan) {
 		return
 	}
 	n := fmt.Sprintf("%d commit%s", l.Total, plural(l.Total))
-	span := short(p.ShipsFrom) + ".." + short(p.Commit)
+	span := layout.Short(p.ShipsFrom) + ".." + layout.Short(p.Commit)
 	switch l.Direction {
 	case "forward":
 		fmt.Fprintf(b, "ships:   %s (%s):\n", n, span)
 	case "back":
-		fmt.Fprintf(b, "rollback: these %s go away (%s):\n", n, short(p.Commit)+".."+short(p.ShipsFrom))
+		fmt.Fprintf(b, "rollback: these %s go away (%s):\n", n, layout.Short(p.Commit)+".."+layout.Short(p.ShipsFrom))
 	default:
-		fmt.Fprintf(b, "diverged: %s is not an ancestor of %s (a force push, another branch?); the target has %s:\n", short(p.ShipsFrom), short(p.Commit), n)
+		fmt.Fprintf(b, "diverged: %s is not an ancestor of %s (a force push, another branch?); the target has %s:\n", layout.Short(p.ShipsFrom), layout.Short(p.Commit), n)
 	}
 	for _, c := range l.Commits {
-		fmt.Fprintf(b, "  %s %s\n", short(c.SHA), scrub.Escape(c.Subject)) // the repository's text, never terminal control
+		fmt.Fprintf(b, "  %s %s\n", layout.Short(c.SHA), scrub.Escape(c.Subject)) // the repository's text, never terminal control
 	}
 	if more := l.Total - len(l.Commits); more > 0 {
 		fmt.Fprintf(b, "  … and %d more\n", more)
@@ -90,13 +91,6 @@ func writeShips(b *strings.Builder, p *plan.Plan) {
 	if l.Partial {
 		b.WriteString("  (and perhaps more: the cache holds no more of the history)\n")
 	}
-}
-
-func short(sha string) string {
-	if len(sha) > 8 {
-		return sha[:8]
-	}
-	return sha
 }
 
 func plural(n int) string {
