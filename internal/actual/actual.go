@@ -287,8 +287,20 @@ func observeCacheKeys(ctx context.Context, d *desired.State, git Git, s *State) 
 		}
 		return nil
 	}
+	secret, err := stepcache.ReadSecret(layout.New(d.Root, d.Link).CacheSecretFile())
+	if err != nil || secret == nil {
+		why := "known at the first fill: the host has no cache secret yet"
+		if err != nil {
+			why = err.Error()
+		}
+		for _, i := range cached {
+			s.CacheKeys[d.Build[i].Name] = CacheKey{Why: why}
+		}
+		return nil
+	}
 	for _, i := range cached {
 		spec := stepcache.SpecOf(d, i)
+		spec.Secret = secret
 		files, err := lister.Files(ctx, s.Commit.SHA, d.Source.Path,
 			func(rel string) bool { return stepcache.Match(spec.Patterns, rel) },
 			func(rel string) bool { return stepcache.MayHold(spec.Patterns, rel) })

@@ -35,7 +35,13 @@ func (e *executor) cached(ctx context.Context, p *plan.Plan, s plan.Step) (cache
 	if err != nil {
 		return cacheUse{}, fmt.Errorf("cache key: %w", err)
 	}
-	key := stepcache.Key(c.Spec, in)
+	secret, err := stepcache.EnsureSecret(e.l.CacheSecretFile())
+	if err != nil {
+		return cacheUse{}, err
+	}
+	spec := c.Spec
+	spec.Secret = secret
+	key := stepcache.Key(spec, in)
 	if c.Key != "" && key != c.Key {
 		e.View.Note(s, fmt.Sprintf("the key is %s…, not %s… as planned: the release's key files differ from the commit's (a shared file, or an earlier step changed them)",
 			stepcache.Short(key), stepcache.Short(c.Key)))

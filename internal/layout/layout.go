@@ -46,6 +46,10 @@ func (l Layout) HistoryFile() string { return filepath.Join(l.StateDir(), "histo
 func (l Layout) HostFile() string    { return filepath.Join(l.StateDir(), "host.json") }
 func (l Layout) SuspendFile() string { return filepath.Join(l.StateDir(), "suspended.json") }
 
+// CacheSecretFile keys the hashes that name cache entries, so a key gives
+// away nothing of the environment values it covers.
+func (l Layout) CacheSecretFile() string { return filepath.Join(l.StateDir(), "cache.secret") }
+
 // AppliedFile holds the snapshot of the desired state the last successful
 // apply reconciled: field paths and hashes of their values, never values.
 func (l Layout) AppliedFile() string { return filepath.Join(l.StateDir(), "applied.json") }

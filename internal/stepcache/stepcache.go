@@ -4,13 +4,14 @@
 // its key) and linked into every release whose key is the same.
 //
 // A key is made of the step's run, run_as, position and environment and of
-// its key files, each named by its path, git mode and git blob hash: the
+// its key files, hashed under a secret of the host (see ReadSecret), each named by its path, git mode and git blob hash: the
 // same hash whether read from the commit's tree (for the plan) or from the
 // release on disk (when the step runs), so the plan can say before the
 // export whether the step will run.
 package stepcache
 
 import (
+	"crypto/hmac"
 	"crypto/sha1" //nolint:gosec // git's blob hash, to compare with the tree's
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,6 +59,8 @@ type Spec struct {
 	// Env is desired.yaml's environment as NAME=value: its values may be
 	// secrets, so it is never rendered, only hashed into the key.
 	Env []string `json:"-"`
+	// Secret keys the hash (see ReadSecret): the host's, never rendered.
+	Secret []byte `json:"-"`
 }
 
 // SpecOf is the spec of d's build step i, which must have a cache.
@@ -95,12 +98,13 @@ func Key(s Spec, in []Input) string {
 		Spec   Spec
 		Env    []string
 		Inputs []Input
-	}{1, s, s.Env, sorted})
+	}{2, s, s.Env, sorted})
 	if err != nil {
 		panic(err) // strings and ints only
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])[:KeyLen]
+	mac := hmac.New(sha256.New, s.Secret)
+	mac.Write(b)
+	return hex.EncodeToString(mac.Sum(nil))[:KeyLen]
 }
 
 // Match reports whether the release path rel (slash-separated) is a key

@@ -1,10 +1,12 @@
 package stepcache
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -117,5 +119,82 @@ func TestInputsDoNotFollowSymlinks(t *testing.T) {
 	}
 	if _, err := Inputs(dir, []string{"reqs/requirements.txt"}); err == nil || !strings.Contains(err.Error(), "no file of the release matches") {
 		t.Errorf("a key file through a symlinked directory: %v", err)
+	}
+}
+
+// A key is an HMAC under the host's secret: the same spec and files under
+// another secret give another key, so a key cannot be matched against
+// guesses of an environment value without the secret.
+func TestKeyNeedsTheSecret(t *testing.T) {
+	spec := Spec{Step: "deps", Run: "pip install", Patterns: []string{"requirements.txt"}, Paths: []string{"venv"}, Env: []string{"SECRET_KEY=hunter2"}}
+	in := []Input{{Path: "requirements.txt", Mode: ModeFile, Hash: "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"}}
+	a, b := spec, spec
+	a.Secret = bytes.Repeat([]byte{1}, SecretLen)
+	b.Secret = bytes.Repeat([]byte{2}, SecretLen)
+	if Key(a, in) == Key(b, in) {
+		t.Error("two secrets give the same key")
+	}
+	if Key(a, in) != Key(a, in) || !IsKey(Key(a, in)) {
+		t.Errorf("key %q is not stable or not a key", Key(a, in))
+	}
+}
+
+func TestSecret(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cache.secret")
+	if b, err := ReadSecret(path); b != nil || err != nil {
+		t.Fatalf("no secret yet: %x, %v; want nil, nil", b, err)
+	}
+	// Appliers racing to make the first secret all get the one that won.
+	got := make([][]byte, 8)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := EnsureSecret(path)
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = b
+		}()
+	}
+	wg.Wait()
+	for _, b := range got {
+		if len(b) != SecretLen || !bytes.Equal(b, got[0]) {
+			t.Fatalf("racing appliers got %x and %x", got[0], b)
+		}
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v, %v; want mode 0600", fi, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".cache.secret.tmp-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	again, err := EnsureSecret(path)
+	if err != nil || !bytes.Equal(again, got[0]) {
+		t.Errorf("a second EnsureSecret gave %x, %v; want the first secret", again, err)
+	}
+
+	for name, damage := range map[string]func(){
+		"readable by others": func() { os.Chmod(path, 0o644) },
+		"short":              func() { os.WriteFile(path, []byte("short"), 0o600) },
+		"a symlink": func() {
+			os.Remove(path)
+			os.WriteFile(path+".real", bytes.Repeat([]byte{1}, SecretLen), 0o600)
+			os.Symlink(path+".real", path)
+		},
+	} {
+		os.Remove(path)
+		if _, err := EnsureSecret(path); err != nil {
+			t.Fatal(err)
+		}
+		damage()
+		if _, err := ReadSecret(path); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: ReadSecret: %v; want an error naming %s", name, err, path)
+		}
+		if _, err := EnsureSecret(path); err == nil {
+			t.Errorf("%s: EnsureSecret replaced or used a bad secret", name)
+		}
 	}
 }
