@@ -156,7 +156,7 @@ source:
   repo: git@github.com:example/{{.App}}.git
   # What to deploy: a branch, a tag or a commit. To roll back, set it back.
   commit: main
-  # Without ssh_key, the ssh agent is asked.
+  # A private key for an ssh repository (user@host:path or ssh://).
   # ssh_key: /etc/reconciler/deploy_key
 
 # Paths under <root>/shared kept across releases, linked into every one.
@@ -213,7 +213,7 @@ source:
   repo: git@github.com:example/{{.App}}.git
   # What to deploy: a branch, a tag or a commit. To roll back, set it back.
   commit: main
-  # Without ssh_key, the ssh agent is asked.
+  # A private key for an ssh repository (user@host:path or ssh://).
   # ssh_key: /etc/reconciler/deploy_key
 
 # Kept across releases under {{.Root}}/shared, linked into every release.
