@@ -1,24 +1,38 @@
 #!/usr/bin/env bash
-# Deploys the bundled hello app into ./demo with reconciler: v1, then v2,
-# then a rollback to v1 by editing `commit:`. Needs only Go and git; no
-# root, no system services. The server listens on 127.0.0.1 only.
-#   examples/demo/demo.sh [DIR]      (DIR defaults to ./demo)
+# Deploys the bundled hello app with reconciler: v1, then v2, then a
+# rollback to v1 by editing `commit:`. Needs only Go and git; no root, no
+# system services. The server listens on 127.0.0.1 only.
+#   examples/demo/demo.sh [DIR]
+# DIR defaults to a new directory under $TMPDIR (or /tmp): the demo writes
+# nothing into the checkout, so it stays clean.
 set -euo pipefail
 repo_root=$(cd "$(dirname "$0")/../.." && pwd)
-DEMO=$(mkdir -p "${1:-demo}" && cd "${1:-demo}" && pwd)
+if [ $# -gt 0 ]; then
+  DEMO=$(mkdir -p "$1" && cd "$1" && pwd)
+else
+  DEMO=$(mktemp -d "${TMPDIR:-/tmp}/reconciler-demo.XXXXXX")
+fi
+echo "demo directory: $DEMO"
 PORT=${PORT:-18080}
 export GIT_AUTHOR_NAME=demo GIT_AUTHOR_EMAIL=demo@example.invalid GIT_COMMITTER_NAME=demo GIT_COMMITTER_EMAIL=demo@example.invalid
 
 step() { printf '\n\033[1m### %s\033[0m\n' "$*"; }
 get() { # GET / with bash alone, so the demo needs no curl
+  # The server may still be starting: a refused connection is expected
+  # until then, so bash's own message for it goes to a file (the braces
+  # make the 2> apply before exec opens the socket) and is shown only if
+  # the server never answers.
+  local err="$DEMO/connect.err"
   for _ in $(seq 50); do
-    if exec 3<>"/dev/tcp/127.0.0.1/$PORT" 2>/dev/null; then
+    if { exec 3<>"/dev/tcp/127.0.0.1/$PORT"; } 2>"$err"; then
       printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
-      tail -n 1 <&3; exec 3<&-; return
+      tail -n 1 <&3; exec 3<&-; rm -f "$err"; return
     fi
     sleep 0.1
   done
-  echo "nothing answers on 127.0.0.1:$PORT" >&2; return 1
+  echo "demo: nothing answers on 127.0.0.1:$PORT after 5s: $(tail -n 1 "$err" | sed 's/^.*: \([^:]*\)$/\1/')" >&2
+  echo "demo: the server's log is $DEMO/host/shared/run/hello.log" >&2
+  return 1
 }
 stop() { [ -f "$DEMO/host/shared/run/hello.pid" ] && kill "$(cat "$DEMO/host/shared/run/hello.pid")" 2>/dev/null || true; }
 trap stop EXIT

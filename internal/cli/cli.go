@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -39,9 +38,6 @@ const (
 	ExitError   = 1
 	ExitChanges = 2 // plan --detailed-exitcode: changes pending
 )
-
-// Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
-var Version = ""
 
 // exitError carries an exit code through cobra without an error message
 // of its own (the command already printed what it had to say).
@@ -122,7 +118,19 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), logsCmd(g), versionCmd(g),
 		rollbackCmd(g), suspendCmd(g), resumeCmd(g),
+		initCmd(g), schemaCmd(g),
 	)
+	// --version prints what `version` does; cobra's own flag would need
+	// the text computed before every command.
+	var showVersion bool
+	root.Flags().BoolVar(&showVersion, "version", false, "print the version, commit and build date")
+	root.RunE = func(cmd *cobra.Command, _ []string) error {
+		if showVersion {
+			readBuildInfo().write(g.stdout)
+			return nil
+		}
+		return cmd.Help()
+	}
 	return root
 }
 
@@ -451,25 +459,6 @@ func listLogs(g *globals, l layout.Layout, r steplog.Release) error {
 	}
 	fmt.Fprintf(g.stdout, "Show one with `%s`.\n", g.command().With("logs "+r.Name+" STEP"))
 	return nil
-}
-
-func versionCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			v := Version
-			if v == "" {
-				v = "(devel)"
-				if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-					v = bi.Main.Version
-				}
-			}
-			fmt.Fprintf(g.stdout, "reconciler %s (desired.yaml version %d)\n", v, desired.Version)
-			return nil
-		},
-	}
 }
 
 // statusReport observes the host for `status` and the daemon's /status.

@@ -36,9 +36,9 @@ func (p *parser) build(n *yaml.Node, s *State) {
 
 func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 	st := Step{Timeout: DefaultStepTimeout}
-	known := []string{"run", "timeout", "run_as"}
+	known := keysOf("migrate")
 	if named {
-		known = []string{"name", "run", "timeout", "run_as", "cache"}
+		known = keysOf("build_step")
 	}
 	var haveName, haveRun, bad bool
 	nerr := len(p.errs)
@@ -113,7 +113,7 @@ func (p *parser) stepCache(n *yaml.Node, path string) *StepCache {
 	c := &StepCache{}
 	var haveKey, havePaths bool
 	nerr := len(p.errs)
-	p.fields(n, path, []string{"key", "paths"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, path, keysOf("step_cache"), func(key string, k, v *yaml.Node) {
 		fp := path + "." + key
 		vals, nodes := p.strList(v, fp)
 		for i, val := range vals {

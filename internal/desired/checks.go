@@ -17,7 +17,7 @@ func (p *parser) checks(n *yaml.Node, path string) []Check {
 		c := Check{Timeout: DefaultCheckTimeout, Interval: DefaultCheckInterval, Failures: DefaultCheckFailures}
 		nerr := len(p.errs)
 		var kinds []string
-		if !p.fields(v, fp, []string{"http", "tcp", "command", "expect", "body", "timeout", "interval", "failures"}, func(key string, k, val *yaml.Node) {
+		if !p.fields(v, fp, keysOf("check"), func(key string, k, val *yaml.Node) {
 			kp := fp + "." + key
 			switch key {
 			case "http", "tcp", "command":

@@ -109,7 +109,7 @@ func (p *parser) notify(n *yaml.Node, s *State) {
 		e := Notify{On: DefaultNotifyOn}
 		var haveURL, haveFile bool
 		nerr := len(p.errs)
-		if !p.fields(v, fp, []string{"url", "url_file", "on"}, func(key string, k, val *yaml.Node) {
+		if !p.fields(v, fp, keysOf("notify"), func(key string, k, val *yaml.Node) {
 			kp := fp + "." + key
 			switch key {
 			case "url":

@@ -174,8 +174,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as", "notify"}
-	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
+	ok := p.fields(n, "", keysOf(Top), func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
 			haveApp = true

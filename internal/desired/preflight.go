@@ -48,7 +48,7 @@ func (p *parser) preflight(n *yaml.Node, s *State) {
 	pf := &Preflight{Timeout: DefaultPreflightTimeout}
 	var haveRun, haveHealth bool
 	nerr := len(p.errs)
-	if !p.fields(n, "preflight", []string{"run", "health", "timeout"}, func(key string, k, v *yaml.Node) {
+	if !p.fields(n, "preflight", keysOf("preflight"), func(key string, k, v *yaml.Node) {
 		fp := "preflight." + key
 		switch key {
 		case "run":

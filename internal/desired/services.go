@@ -37,12 +37,11 @@ func (p *parser) service(n *yaml.Node, path string) (Service, bool) {
 	svc := Service{Action: ActionRestart, Timeout: DefaultActionTimeout}
 	nerr := len(p.errs)
 	keyNodes := map[string]*yaml.Node{}
-	known := []string{"name", "manager", "action", "restart", "reload", "unit", "program", "supervisor", "timeout", "pidfile", "health"}
-	if !p.fields(n, path, known, func(key string, k, v *yaml.Node) {
+	if !p.fields(n, path, keysOf("service"), func(key string, k, v *yaml.Node) {
 		fp := path + "." + key
 		keyNodes[key] = k
 		if key == "supervisor" {
-			p.fields(v, fp, []string{"config", "serverurl"}, func(key string, k, v *yaml.Node) {
+			p.fields(v, fp, keysOf("supervisor"), func(key string, k, v *yaml.Node) {
 				if val, ok := p.str(v, fp+"."+key); ok {
 					if key == "config" {
 						if !filepath.IsAbs(val) {

@@ -17,7 +17,7 @@ func (p *parser) shared(n *yaml.Node, s *State) {
 		node        *yaml.Node
 	}
 	var all []entry
-	p.fields(n, "shared", []string{"dirs", "files"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "shared", keysOf("shared"), func(key string, k, v *yaml.Node) {
 		fp := "shared." + key
 		vals, nodes := p.strList(v, fp)
 		for i, val := range vals {

@@ -14,7 +14,7 @@ import (
 
 func (p *parser) source(n *yaml.Node, s *State) {
 	var haveRepo, haveCommit bool
-	p.fields(n, "source", []string{"repo", "commit", "path", "ssh_key", "allow_external_symlinks", "verify"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "source", keysOf("source"), func(key string, k, v *yaml.Node) {
 		fp := "source." + key
 		switch key {
 		case "verify":
@@ -91,7 +91,7 @@ func (p *parser) source(n *yaml.Node, s *State) {
 func (p *parser) verify(n *yaml.Node) Verify {
 	var v Verify
 	seen, errs, files := 0, len(p.errs), len(p.files)
-	ok := p.fields(n, "source.verify", []string{"keyring", "allowed_signers"}, func(key string, k, val *yaml.Node) {
+	ok := p.fields(n, "source.verify", keysOf("verify"), func(key string, k, val *yaml.Node) {
 		fp := "source.verify." + key
 		seen++
 		path, ok := p.str(val, fp)
