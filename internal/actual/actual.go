@@ -345,9 +345,17 @@ func observeReleases(l layout.Layout, s *State) error {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || !layout.IsReleaseName(name) {
+		if !e.IsDir() || !layout.IsRecordedName(name) {
 			s.Strays = append(s.Strays, name)
 			continue
+		}
+		if layout.IsAdoptedName(name) {
+			// Capistrano's and deploy_helper's names: a release once
+			// adopt recorded it, until then another tool's directory.
+			if _, err := os.Lstat(l.RecordFile(name)); errors.Is(err, fs.ErrNotExist) {
+				s.Strays = append(s.Strays, name)
+				continue
+			}
 		}
 		r := Release{Name: name}
 		rec, err := record.ReadRelease(l.RecordFile(name))

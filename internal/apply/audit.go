@@ -26,7 +26,7 @@ func (e *executor) linked() history.Ref {
 		return history.Ref{}
 	}
 	name := filepath.Base(target)
-	if !layout.IsReleaseName(name) {
+	if !layout.IsRecordedName(name) {
 		return history.Ref{}
 	}
 	ref := history.Ref{Release: name}

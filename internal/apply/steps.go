@@ -271,6 +271,11 @@ func (e *executor) export(ctx context.Context, s plan.Step) error {
 		}
 		err = e.Git.Export(ctx, s.Commit, s.Path, dir)
 	}
+	if err == nil {
+		// Part of the export, before any build step runs: the apps and
+		// error trackers that read them find them from the start.
+		err = e.writeRevision(ctx, s, dir)
+	}
 	if err != nil {
 		// A partial export is redone from scratch on the next try; remove
 		// it now, so that a full disk has room for the failure record.

@@ -117,7 +117,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), logsCmd(g), versionCmd(g),
-		rollbackCmd(g), suspendCmd(g), resumeCmd(g),
+		rollbackCmd(g), suspendCmd(g), resumeCmd(g), adoptCmd(g),
 		initCmd(g), schemaCmd(g),
 	)
 	// --version prints what `version` does; cobra's own flag would need

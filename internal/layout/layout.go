@@ -112,3 +112,37 @@ func ReleaseName(t time.Time, commit string, n int) string {
 
 // IsReleaseName reports whether name has the form ReleaseName makes.
 func IsReleaseName(name string) bool { return releaseNameRE.MatchString(name) }
+
+var adoptedNameRE = lazyre.New(`^[0-9]{14}$`)
+
+// AdoptedTimeFormat is how Capistrano (in UTC) and Ansible's deploy_helper
+// name a release: the time it was made, to the second.
+const AdoptedTimeFormat = "20060102150405"
+
+// IsAdoptedName reports whether name has the form Capistrano and
+// deploy_helper give their releases (20261126101624). `reconciler adopt`
+// records such releases under the names they have: renaming them would
+// move the directory the link and running processes point into. They are
+// taken from the host, never from desired.yaml, and this strict form
+// (digits only) cannot name a path outside releases/.
+func IsAdoptedName(name string) bool { return adoptedNameRE.MatchString(name) }
+
+// IsRecordedName reports whether a release called name may carry a
+// record: a name the reconciler made, or one adopt took over.
+func IsRecordedName(name string) bool { return IsReleaseName(name) || IsAdoptedName(name) }
+
+// NameTime is the creation time a release's name says: the reconciler's
+// names and adopted ones both begin with it (adopted ones read as UTC, as
+// Capistrano writes them). ok is false for any other name.
+func NameTime(name string) (t time.Time, ok bool) {
+	var err error
+	switch {
+	case IsReleaseName(name):
+		t, err = time.Parse("20060102T150405Z", name[:16])
+	case IsAdoptedName(name):
+		t, err = time.Parse(AdoptedTimeFormat, name)
+	default:
+		return time.Time{}, false
+	}
+	return t, err == nil
+}

@@ -38,6 +38,42 @@ type Release struct {
 	HealthyAt *time.Time `json:"healthy_at,omitempty"`
 	Steps     []Step     `json:"steps"`
 	Failure   *Failure   `json:"failure,omitempty"`
+	// Adopted is set on a release another tool built (Capistrano,
+	// deploy_helper) that `reconciler adopt` took over.
+	Adopted *Adoption `json:"adopted,omitempty"`
+}
+
+// Adoption says where an adopted release came from.
+type Adoption struct {
+	At   time.Time `json:"at"`
+	By   string    `json:"by,omitempty"`
+	Tool string    `json:"tool"` // "capistrano" or "deploy_helper": whose layout it was
+	// Linked: the link pointed at it when it was adopted.
+	Linked bool `json:"linked,omitempty"`
+}
+
+// AdoptedFingerprint is the fingerprint of an adopted release. Another
+// tool built it, by steps the reconciler does not know, so no desired
+// build ever matches it: a deploy of its commit builds a release of the
+// reconciler's own, while the adopted one stays a rollback target (by
+// name: reconciler rollback --to).
+const AdoptedFingerprint = "adopted"
+
+// Adopt makes the record of a release another tool built, found on disk
+// with its commit. An adopted release is born complete: it is not a
+// transition of the state machine, since the reconciler saw none of its
+// steps. The one the link points at served when it was adopted, so it is
+// recorded healthy then: the rollback target once a new release is linked.
+func Adopt(name, app, commit string, created time.Time, a Adoption) *Release {
+	at := a.At.UTC()
+	a.At = at
+	created = created.UTC()
+	r := &Release{Name: name, App: app, Commit: commit, Fingerprint: AdoptedFingerprint, State: Complete,
+		Created: created, Completed: &created, Steps: []Step{}, Adopted: &a}
+	if a.Linked {
+		r.HealthyAt = &at
+	}
+	return r
 }
 
 // Step is a step that completed in a release.

@@ -64,7 +64,7 @@ func Releases(l layout.Layout) ([]Release, error) {
 	}
 	var out []Release
 	for _, e := range entries {
-		if !e.IsDir() || !layout.IsReleaseName(e.Name()) {
+		if !e.IsDir() || !layout.IsRecordedName(e.Name()) {
 			continue
 		}
 		r := Release{Name: e.Name()}
