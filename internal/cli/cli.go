@@ -327,7 +327,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return status.RenderJSON(g.stdout, r)
 			}
-			return status.RenderText(g.stdout, r)
+			return status.RenderText(g.human(g.stdout), r)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
@@ -359,7 +359,7 @@ func historyCmd(g *globals) *cobra.Command {
 			if asJSON {
 				err = view.HistoryJSON(g.stdout, applies)
 			} else {
-				err = view.HistoryHuman(g.stdout, applies)
+				err = view.HistoryHuman(g.human(g.stdout), applies)
 			}
 			if err != nil {
 				return err

@@ -59,8 +59,9 @@ type colorWriter struct {
 
 // Write styles each line as it begins. A line's style is decided on its
 // first bytes, so output that streams a line in pieces is shown at once,
-// never held back until its end; a very short piece is held only until a
-// few more bytes or the newline arrive.
+// never held back until its end: a step's output ("  deps | 40%") at
+// once, a very short piece of another line until a few more bytes or the
+// newline arrive.
 func (c *colorWriter) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -74,7 +75,7 @@ func (c *colorWriter) Write(b []byte) (int, error) {
 				line = rest[:i]
 			}
 			head := append(c.head, line...)
-			if i < 0 && len(head) < decideLen {
+			if i < 0 && len(head) < decideLen && !bytes.Contains(head, []byte(" | ")) {
 				c.head = head
 				break
 			}

@@ -28,6 +28,7 @@ func TestColorize(t *testing.T) {
 		{"a command's output is its own", []string{"  ok | error: FAILED\n", "  deps | warning: x\n"}, "  ok | error: FAILED\n  deps | warning: x\n"},
 		{"a line in pieces", []string{"  FAI", "LED build deps after 3s", ": boom", "\n  ok x\n"},
 			red + "  FAILED build deps after 3s: boom" + reset + "\n" + green + "  ok x" + reset + "\n"},
+		{"a command's unfinished line is shown at once", []string{"  deps | 40%"}, "  deps | 40%"},
 		{"several lines in one write", []string{"error: a\nplain\nwarning: b\n"}, red + "error: a" + reset + "\nplain\n" + yellow + "warning: b" + reset + "\n"},
 	}
 	for _, tc := range cases {
