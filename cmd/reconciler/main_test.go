@@ -49,6 +49,7 @@ func TestScripts(t *testing.T) {
 			"setsha":      setsha,
 			"corruptpack": corruptpack,
 			"hookserver":  hookserver,
+			"sshserver":   sshserver,
 		},
 	})
 }

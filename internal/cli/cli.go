@@ -60,7 +60,8 @@ func (e *exitError) Unwrap() error { return e.err }
 func Main(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cmd := New(stdout, stderr)
+	g := &globals{stdout: stdout, stderr: stderr}
+	cmd := newRoot(g)
 	cmd.SetArgs(args)
 	err := cmd.ExecuteContext(ctx)
 	if err == nil {
@@ -69,11 +70,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			printErr(stderr, ee.err)
+			printErr(g.human(stderr), ee.err)
 		}
 		return ee.code
 	}
-	printErr(stderr, err)
+	printErr(g.human(stderr), err)
 	return ExitError
 }
 
@@ -90,21 +91,38 @@ func printErr(w io.Writer, err error) {
 type globals struct {
 	file     string
 	logLevel string
+	noColor  bool
 	stdout   io.Writer
 	stderr   io.Writer
 }
 
+// human is w for text meant for people: coloured when w is a terminal and
+// neither --no-color nor NO_COLOR says otherwise. JSON never goes through
+// it.
+func (g *globals) human(w io.Writer) io.Writer {
+	return view.Colorize(w, view.ColorOn(w, g.noColor, os.Getenv))
+}
+
+// operation is the human view of an apply on w, with a heartbeat for
+// silent steps as often as suits w.
+func (g *globals) operation(w io.Writer) *view.OperationHuman {
+	return &view.OperationHuman{W: g.human(w), Cmd: g.command(), Heartbeat: view.HeartbeatFor(w)}
+}
+
 // New builds the command tree.
 func New(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+	return newRoot(&globals{stdout: stdout, stderr: stderr})
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "reconciler",
 		Short:         "Deploy applications to hosts declaratively from desired.yaml",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		// Checked before any command runs: a bad level is a usage
 		// error, whether or not the command logs.
@@ -115,6 +133,7 @@ func New(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.PersistentFlags().StringVarP(&g.file, "file", "f", defaultFile, "the desired state file")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level on stderr: debug, info, warn, error")
+	root.PersistentFlags().BoolVar(&g.noColor, "no-color", false, "no colour, even on a terminal (as the NO_COLOR environment variable)")
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), logsCmd(g), versionCmd(g),
 		rollbackCmd(g), suspendCmd(g), resumeCmd(g), adoptCmd(g),
@@ -218,7 +237,7 @@ func planCmd(g *globals) *cobra.Command {
 			if asJSON {
 				err = view.PlanJSON(g.stdout, p)
 			} else {
-				err = view.PlanHuman(g.stdout, p, g.command())
+				err = view.PlanHuman(g.human(g.stdout), p, g.command())
 			}
 			if err != nil {
 				return err
@@ -262,10 +281,11 @@ func applyCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer log.Sync()
-			var v apply.View = &view.OperationHuman{W: g.stdout, Cmd: g.command()}
+			var v apply.View = g.operation(g.stdout)
 			if asJSON {
-				// Progress for people on stderr; stdout stays one JSON document.
-				v = &view.OperationJSON{W: g.stdout, Progress: &view.OperationHuman{W: g.stderr, Cmd: g.command()}}
+				// Progress for people on stderr; stdout stays one JSON
+				// document, never coloured.
+				v = &view.OperationJSON{W: g.stdout, Progress: g.operation(g.stderr)}
 			}
 			res, err := apply.Apply(cmd.Context(), apply.Options{
 				Desired:     d,
@@ -315,7 +335,7 @@ func statusCmd(g *globals) *cobra.Command {
 			if asJSON {
 				return status.RenderJSON(g.stdout, r)
 			}
-			return status.RenderText(g.stdout, r)
+			return status.RenderText(g.human(g.stdout), r)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
@@ -347,7 +367,7 @@ func historyCmd(g *globals) *cobra.Command {
 			if asJSON {
 				err = view.HistoryJSON(g.stdout, applies)
 			} else {
-				err = view.HistoryHuman(g.stdout, applies)
+				err = view.HistoryHuman(g.human(g.stdout), applies)
 			}
 			if err != nil {
 				return err

@@ -14,7 +14,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
-	"github.com/reconciler-dev/reconciler/internal/view"
 )
 
 func rollbackCmd(g *globals) *cobra.Command {
@@ -50,7 +49,7 @@ the commit printed, then run "reconciler resume".`,
 				Desired:     d,
 				Runner:      &runner.Runner{Log: log.Named("run")},
 				Log:         log.Named("rollback"),
-				View:        &view.OperationHuman{W: g.stdout, Cmd: g.command()},
+				View:        g.operation(g.stdout),
 				LockTimeout: lockTimeout,
 				Trigger:     "rollback",
 				Env:         os.Environ(),

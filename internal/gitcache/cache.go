@@ -14,7 +14,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"go.uber.org/zap"
 
@@ -219,7 +218,8 @@ func (c *Cache) listRemote(ctx context.Context) ([]*plumbing.Reference, error) {
 		return nil, err
 	}
 	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}})
-	return rem.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth, PeelingOption: git.AppendPeeled})
+	return refs, explainAuth(err, auth)
 }
 
 // refSpecs mirror the remote's branches and tags. The + forces the update
@@ -439,29 +439,10 @@ func (c *Cache) setURL(r *git.Repository) error {
 	return nil
 }
 
-// auth reads the ssh key of an ssh remote. A key file that is missing or
-// unreadable needs a person: it is an error before any network.
+// auth is how to log in to an ssh remote, as git's ssh would (see
+// ssh.go); nil for other remotes. A key file that is missing or
+// unreadable, or no key at all, needs a person: it is an error before any
+// network.
 func (c *Cache) auth() (transport.AuthMethod, error) {
-	if c.SSHKey == "" {
-		return nil, nil
-	}
-	ep, err := transport.NewEndpoint(c.URL)
-	if err != nil {
-		return nil, &Error{Op: "parse " + c.url(), Err: err}
-	}
-	if ep.Protocol != "ssh" {
-		return nil, nil
-	}
-	user := ep.User
-	if user == "" {
-		user = "git"
-	}
-	// Host keys are checked against known_hosts: NewPublicKeysFromFile
-	// leaves HostKeyCallback unset and go-git then uses the known_hosts
-	// files (SSH_KNOWN_HOSTS or ~/.ssh/known_hosts). Never ignored.
-	keys, err := gitssh.NewPublicKeysFromFile(user, c.SSHKey, "")
-	if err != nil {
-		return nil, &Error{Op: "read source.ssh_key " + c.SSHKey, Err: err}
-	}
-	return keys, nil
+	return newSSHAuth(c.URL, c.SSHKey)
 }

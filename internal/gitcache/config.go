@@ -109,10 +109,14 @@ func (c *ConfigRepo) ReadFile(ctx context.Context, sha, path string, limit int64
 // RemoteHead asks the remote where the branch points, read-only.
 func (c *ConfigRepo) RemoteHead(ctx context.Context) (string, error) {
 	op := "ls-remote config repo " + Redact(c.URL)
-	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}})
-	refs, err := rem.ListContext(ctx, &git.ListOptions{})
+	auth, err := newSSHAuth(c.URL, "")
 	if err != nil {
-		return "", translate(op, err)
+		return "", err
+	}
+	rem := git.NewRemote(nil, &config.RemoteConfig{Name: "origin", URLs: []string{c.URL}})
+	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		return "", translate(op, explainAuth(err, auth))
 	}
 	want := plumbing.NewBranchReferenceName(c.Branch)
 	for _, ref := range refs {
@@ -160,9 +164,13 @@ func (c *ConfigRepo) Fetch(ctx context.Context) error {
 	if local, err := r.Reference(plumbing.NewBranchReferenceName(c.Branch), true); err == nil && local.Hash().String() == remote {
 		return nil
 	}
-	err = r.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{configRefSpec}, Force: true, Tags: git.NoTags})
+	auth, err := newSSHAuth(c.URL, "")
+	if err != nil {
+		return err
+	}
+	err = r.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{configRefSpec}, Force: true, Tags: git.NoTags, Auth: auth})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return translate("fetch config repo "+Redact(c.URL), err)
+		return translate("fetch config repo "+Redact(c.URL), explainAuth(err, auth))
 	}
 	return nil
 }

@@ -115,6 +115,11 @@ func translate(op string, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return &Error{Op: op, Err: err, Transient: true}
+	case errors.As(err, new(*HostKeyError)):
+		// Needs a person: the error says what to check and what to run.
+		var he *HostKeyError
+		errors.As(err, &he)
+		return &Error{Op: op, Remote: true, Err: he}
 	case errors.Is(err, transport.ErrAuthenticationRequired):
 		return &Error{Op: op, Remote: true, Err: errors.New("authentication required: set source.ssh_key or credentials for this remote")}
 	case errors.Is(err, transport.ErrAuthorizationFailed):

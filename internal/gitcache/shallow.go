@@ -179,12 +179,12 @@ func (c *Cache) session(ctx context.Context, auth transport.AuthMethod) (transpo
 	}
 	sess, err := cl.NewUploadPackSession(ep, auth)
 	if err != nil {
-		return nil, nil, translate(op, err)
+		return nil, nil, translate(op, explainAuth(err, auth))
 	}
 	ar, err := sess.AdvertisedReferencesContext(ctx)
 	if err != nil {
 		sess.Close()
-		return nil, nil, translate(op, err)
+		return nil, nil, translate(op, explainAuth(err, auth))
 	}
 	return sess, ar, nil
 }
@@ -405,7 +405,7 @@ func (c *Cache) fetchSpecs(ctx context.Context, r *git.Repository, auth transpor
 	case errors.Is(err, git.ErrExactSHA1NotSupported):
 		return err
 	}
-	return translate("fetch "+c.url(), err)
+	return translate("fetch "+c.url(), explainAuth(err, auth))
 }
 
 // transient reports whether err may pass on a later try (the network).

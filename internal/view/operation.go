@@ -27,10 +27,117 @@ var (
 type OperationHuman struct {
 	W   io.Writer
 	Cmd Command
+	// Heartbeat is how long a build, migrate, preflight or health step
+	// may be silent before "still running (1m0s)" says it is alive, and
+	// again after each such line; 0 for never. See HeartbeatFor.
+	Heartbeat time.Duration
 
 	mu       sync.Mutex
 	out      *runner.PrefixWriter // the live output of the running step
 	streamed bool                 // the running step's output was shown live
+	lastSign time.Time            // the running step's last output or heartbeat
+	beat     *heartbeat           // the running step's, nil when none
+
+	// For tests: the clock, and the ticks the heartbeat looks at the
+	// clock on; nil for the real ones.
+	now  func() time.Time
+	tick func() (<-chan time.Time, func())
+}
+
+// Heartbeat intervals: a person watching a terminal wants to know soon
+// that a silent step is alive; a log file (CI, a pipe) does not want a
+// line every ten seconds of a long build.
+const (
+	HeartbeatTerminal = 10 * time.Second
+	HeartbeatOther    = time.Minute
+)
+
+// HeartbeatFor is the heartbeat for a view writing to w.
+func HeartbeatFor(w io.Writer) time.Duration {
+	if IsTerminal(w) {
+		return HeartbeatTerminal
+	}
+	return HeartbeatOther
+}
+
+// silent are the steps that may run long without a word: those running
+// the app's commands and checks.
+var silent = map[plan.Action]bool{plan.Build: true, plan.Migrate: true, plan.Preflight: true, plan.Health: true}
+
+type heartbeat struct {
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (v *OperationHuman) clock() time.Time {
+	if v.now != nil {
+		return v.now()
+	}
+	return time.Now()
+}
+
+// startBeat watches the step that started at start: on each tick, a step
+// silent for Heartbeat since its last output (or heartbeat) gets a line.
+// Ticks come every second or Heartbeat, whichever is shorter, so a line
+// is at most that late.
+func (v *OperationHuman) startBeat(start time.Time) {
+	var ticks <-chan time.Time
+	var stopTicks func()
+	if v.tick != nil {
+		ticks, stopTicks = v.tick()
+	} else {
+		t := time.NewTicker(min(time.Second, v.Heartbeat))
+		ticks, stopTicks = t.C, t.Stop
+	}
+	hb := &heartbeat{stop: make(chan struct{}), done: make(chan struct{})}
+	v.beat = hb
+	v.lastSign = start
+	go func() {
+		defer close(hb.done)
+		defer stopTicks()
+		for {
+			select {
+			case <-hb.stop:
+				return
+			case <-ticks:
+				v.mu.Lock()
+				if now := v.clock(); now.Sub(v.lastSign) >= v.Heartbeat {
+					if v.out != nil {
+						v.out.Flush() // a line the command left open is ended first
+					}
+					fmt.Fprintf(v.W, "  still running (%s)\n", now.Sub(start).Round(time.Second))
+					v.lastSign = now
+				}
+				v.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// stopBeat stops the running step's heartbeat and waits for it: no
+// heartbeat line comes after the step's result. Called without v.mu.
+func (v *OperationHuman) stopBeat() {
+	v.mu.Lock()
+	hb := v.beat
+	v.beat = nil
+	v.mu.Unlock()
+	if hb != nil {
+		close(hb.stop)
+		<-hb.done
+	}
+}
+
+// activity is the live output of a step: it counts as a sign of life.
+type activity struct{ v *OperationHuman }
+
+func (a activity) Write(b []byte) (int, error) {
+	a.v.mu.Lock()
+	defer a.v.mu.Unlock()
+	a.v.lastSign = a.v.clock()
+	if a.v.out == nil {
+		return len(b), nil // the step is over: a straggler is dropped
+	}
+	return a.v.out.Write(b)
 }
 
 func (v *OperationHuman) write(format string, args ...any) {
@@ -56,7 +163,13 @@ func (v *OperationHuman) Reverting(p *plan.Plan) {
 func title(s plan.Step) string { return fmt.Sprintf("%s %s", s.Action, plan.Describe(s)) }
 
 func (v *OperationHuman) StepStarted(s plan.Step) {
-	v.write("\n%s %s\n", s.Symbol(), title(s))
+	v.stopBeat() // a step that never said it was done
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	fmt.Fprintf(v.W, "\n%s %s\n", s.Symbol(), title(s))
+	if v.Heartbeat > 0 && silent[s.Action] {
+		v.startBeat(v.clock())
+	}
 }
 
 func (v *OperationHuman) Output(s plan.Step) io.Writer {
@@ -64,12 +177,13 @@ func (v *OperationHuman) Output(s plan.Step) io.Writer {
 	defer v.mu.Unlock()
 	v.out = &runner.PrefixWriter{W: v.W, Prefix: "  " + s.Name + " | "}
 	v.streamed = true
-	return v.out
+	return activity{v}
 }
 
 func (v *OperationHuman) Note(s plan.Step, msg string) { v.write("  %s\n", msg) }
 
 func (v *OperationHuman) StepDone(r apply.StepResult) {
+	v.stopBeat()
 	v.mu.Lock()
 	if v.out != nil {
 		v.out.Flush()
@@ -103,6 +217,7 @@ func (v *OperationHuman) StepDone(r apply.StepResult) {
 }
 
 func (v *OperationHuman) Done(r *apply.Result, err error) {
+	v.stopBeat()
 	if err == nil && r.Result == history.ResultOK {
 		what := "Apply"
 		if r.Plan.Rollback {
