@@ -2,20 +2,14 @@ package gitcache
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -25,132 +19,23 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/testgit"
 )
 
-// gitSSHServer is an ssh server on the loopback that serves git
-// upload-pack, as a forge does: the real git upload-pack runs for each
-// session, its input and output the session's. It accepts the keys it is
-// given, and records as whom each login came.
-type gitSSHServer struct {
-	addr    string
-	port    string
-	hostKey ssh.Signer
-
-	mu    sync.Mutex
-	users []string // the user of each accepted login
-}
-
 func newHostKey(t *testing.T) ssh.Signer {
 	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	k, err := testgit.NewHostKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return k
 }
 
-func startGitSSHServer(t *testing.T, allowed ...ssh.PublicKey) *gitSSHServer {
+func startGitSSHServer(t *testing.T, allowed ...ssh.PublicKey) *testgit.SSHServer {
 	t.Helper()
-	s := &gitSSHServer{hostKey: newHostKey(t)}
-	cfg := &ssh.ServerConfig{
-		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-			for _, a := range allowed {
-				if bytes.Equal(a.Marshal(), key.Marshal()) {
-					s.mu.Lock()
-					s.users = append(s.users, meta.User())
-					s.mu.Unlock()
-					return nil, nil
-				}
-			}
-			return nil, fmt.Errorf("key %s not allowed", ssh.FingerprintSHA256(key))
-		},
-	}
-	cfg.AddHostKey(s.hostKey)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := testgit.StartSSHServer(t.TempDir(), allowed...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.addr = ln.Addr().String()
-	_, s.port, _ = net.SplitHostPort(s.addr)
-	var wg sync.WaitGroup
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer conn.Close()
-				serveGitSSH(conn, cfg)
-			}()
-		}
-	}()
+	t.Cleanup(s.Close)
 	return s
-}
-
-func (s *gitSSHServer) logins() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.users...)
-}
-
-// serveGitSSH serves one connection: each session may exec
-// git-upload-pack on a path.
-func serveGitSSH(conn net.Conn, cfg *ssh.ServerConfig) {
-	sc, chans, reqs, err := ssh.NewServerConn(conn, cfg)
-	if err != nil {
-		return
-	}
-	defer sc.Close()
-	go ssh.DiscardRequests(reqs)
-	for nc := range chans {
-		if nc.ChannelType() != "session" {
-			nc.Reject(ssh.UnknownChannelType, "session only")
-			continue
-		}
-		ch, chReqs, err := nc.Accept()
-		if err != nil {
-			return
-		}
-		go serveSession(ch, chReqs)
-	}
-}
-
-func serveSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
-	defer ch.Close()
-	for req := range reqs {
-		if req.Type != "exec" || len(req.Payload) < 4 {
-			req.Reply(false, nil) // env and the like: not needed
-			continue
-		}
-		n := binary.BigEndian.Uint32(req.Payload)
-		command := string(req.Payload[4 : 4+n])
-		// go-git asks for: git-upload-pack '<path>'
-		prog, arg, _ := strings.Cut(command, " ")
-		if prog != "git-upload-pack" {
-			req.Reply(false, nil)
-			return
-		}
-		req.Reply(true, nil)
-		cmd := exec.Command("git", "upload-pack", strings.Trim(arg, "'"))
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
-		status := uint32(0)
-		if err := cmd.Run(); err != nil {
-			status = 1
-		}
-		ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, status))
-		return
-	}
 }
 
 // sshHomeDir is a HOME for one test: the ssh files the reconciler reads,
@@ -247,14 +132,14 @@ func TestSSHLikeGit(t *testing.T) {
 
 	type setup struct {
 		h      *sshHomeDir
-		srv    *gitSSHServer
+		srv    *testgit.SSHServer
 		url    string
 		wantAs string // the user the server must have seen
 	}
 	// serve starts a server accepting keys and records it in known_hosts.
-	serve := func(t *testing.T, h *sshHomeDir, keys ...ssh.PublicKey) *gitSSHServer {
+	serve := func(t *testing.T, h *sshHomeDir, keys ...ssh.PublicKey) *testgit.SSHServer {
 		srv := startGitSSHServer(t, keys...)
-		h.write("known_hosts", knownHostsLine(srv.addr, srv.hostKey.PublicKey()))
+		h.write("known_hosts", knownHostsLine(srv.Addr, srv.HostKey.PublicKey()))
 		return srv
 	}
 	cases := []struct {
@@ -269,7 +154,7 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := serve(t, h, keygen(t, h.path("deploy_key"), ""))
-				h.write("config", fmt.Sprintf("Host gitserver\n  HostName 127.0.0.1\n  Port %s\n  User deploy\n  IdentityFile ~/.ssh/deploy_key\n", srv.port))
+				h.write("config", fmt.Sprintf("Host gitserver\n  HostName 127.0.0.1\n  Port %s\n  User deploy\n  IdentityFile ~/.ssh/deploy_key\n", srv.Port))
 				return setup{h, srv, "gitserver:" + repo.Dir, "deploy"}
 			},
 		},
@@ -278,7 +163,7 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := serve(t, h, keygen(t, h.path("id_ed25519"), ""))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, "git"}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, "git"}
 			},
 		},
 		{
@@ -287,7 +172,7 @@ func TestSSHLikeGit(t *testing.T) {
 				h := newSSHHome(t)
 				keygen(t, h.path("id_ed25519"), "secret passphrase")
 				srv := serve(t, h, keygen(t, h.path("id_rsa"), ""))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, "git"}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, "git"}
 			},
 		},
 		{
@@ -295,7 +180,7 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := serve(t, h, keygen(t, h.path("id_ed25519"), "secret passphrase"))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, ""}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, ""}
 			},
 			wantErr: []string{"no ssh key to offer", "no agent (SSH_AUTH_SOCK is not set)", "(~/.ssh/id_ed25519 has a passphrase (add it to an agent with ssh-add"},
 			check:   func(t *testing.T, _ error) {},
@@ -307,7 +192,7 @@ func TestSSHLikeGit(t *testing.T) {
 				key := filepath.Join(t.TempDir(), "agent_key") // not in ~/.ssh
 				srv := serve(t, h, keygen(t, key, ""))
 				startAgent(t, key)
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, "git"}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, "git"}
 			},
 		},
 		{
@@ -316,7 +201,7 @@ func TestSSHLikeGit(t *testing.T) {
 				h := newSSHHome(t)
 				srv := serve(t, h, keygen(t, h.path("id_ecdsa"), ""))
 				t.Setenv("SSH_AUTH_SOCK", filepath.Join(t.TempDir(), "gone.sock"))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, "git"}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, "git"}
 			},
 		},
 		{
@@ -325,7 +210,7 @@ func TestSSHLikeGit(t *testing.T) {
 				h := newSSHHome(t)
 				keygen(t, h.path("id_ed25519"), "")
 				srv := serve(t, h, keygen(t, filepath.Join(t.TempDir(), "other"), ""))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, ""}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, ""}
 			},
 			wantErr: []string{"refused the keys offered (", "(~/.ssh/id_ed25519)", "unable to authenticate"},
 		},
@@ -334,7 +219,7 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := startGitSSHServer(t, keygen(t, h.path("id_ed25519"), ""))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, ""}
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, ""}
 			},
 			wantErr: []string{"is unknown", "then record the key: ssh-keyscan -p PORT 127.0.0.1 >> ~/.ssh/known_hosts", "SHA256:"},
 			check: func(t *testing.T, err error) {
@@ -349,7 +234,7 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := startGitSSHServer(t, keygen(t, h.path("id_ed25519"), ""))
-				h.write("config", "Host gitserver\n  HostName 127.0.0.1\n  Port "+srv.port+"\n")
+				h.write("config", "Host gitserver\n  HostName 127.0.0.1\n  Port "+srv.Port+"\n")
 				return setup{h, srv, "git@gitserver:" + repo.Dir, ""}
 			},
 			wantErr: []string{"ssh-keyscan -p PORT 127.0.0.1 >> ~/.ssh/known_hosts"},
@@ -359,8 +244,8 @@ func TestSSHLikeGit(t *testing.T) {
 			prepare: func(t *testing.T) setup {
 				h := newSSHHome(t)
 				srv := startGitSSHServer(t, keygen(t, h.path("id_ed25519"), ""))
-				h.write("known_hosts", knownHostsLine(srv.addr, newHostKey(t).PublicKey()))
-				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.port + repo.Dir, ""}
+				h.write("known_hosts", knownHostsLine(srv.Addr, newHostKey(t).PublicKey()))
+				return setup{h, srv, "ssh://git@127.0.0.1:" + srv.Port + repo.Dir, ""}
 			},
 			wantErr: []string{"the ssh host key of 127.0.0.1:PORT has changed", "/.ssh/known_hosts:1 has another key", "refusing to connect"},
 			notErr:  []string{"ssh-keyscan", "ssh-keygen -R", "StrictHostKeyChecking", "InsecureIgnoreHostKey"},
@@ -389,12 +274,12 @@ func TestSSHLikeGit(t *testing.T) {
 				if got, _, err := c.Resolve(ctx, "main"); err != nil || got != head {
 					t.Fatalf("Resolve after the fetch = %s, %v", got, err)
 				}
-				for _, u := range s.srv.logins() {
+				for _, u := range s.srv.Logins() {
 					if u != s.wantAs {
 						t.Errorf("logged in as %q, want %q", u, s.wantAs)
 					}
 				}
-				if len(s.srv.logins()) == 0 {
+				if len(s.srv.Logins()) == 0 {
 					t.Error("no login reached the server")
 				}
 				return
@@ -405,7 +290,7 @@ func TestSSHLikeGit(t *testing.T) {
 			msg := err.Error()
 			t.Log(msg)
 			for _, w := range tc.wantErr {
-				if w = strings.ReplaceAll(w, "PORT", s.srv.port); !strings.Contains(msg, w) {
+				if w = strings.ReplaceAll(w, "PORT", s.srv.Port); !strings.Contains(msg, w) {
 					t.Errorf("the error does not say %q:\n%s", w, msg)
 				}
 			}
@@ -421,8 +306,8 @@ func TestSSHLikeGit(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, err)
 			}
-			if len(s.srv.logins()) != 0 {
-				t.Errorf("logins reached the server: %v", s.srv.logins())
+			if len(s.srv.Logins()) != 0 {
+				t.Errorf("logins reached the server: %v", s.srv.Logins())
 			}
 		})
 	}
