@@ -42,7 +42,7 @@ func TestParseMigrationsErrors(t *testing.T) {
 	head := "app: a\nroot: /r\nsource: {repo: /repo, commit: main}\n"
 	tests := []struct {
 		name, in string
-		want []string
+		want     []string
 	}{
 		{"unknown kind", "migrate: {run: m, kind: rails}\n", []string{
 			`d.yaml:4:25: migrate.kind: unknown kind "rails": django is built in; for another framework write kind: other and the applied, known and reverse commands`}},

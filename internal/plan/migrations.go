@@ -131,7 +131,7 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 		steps = append(steps, Step{Action: Migrate, Release: name, Commit: commit, Name: StepMigrate, Run: d.Migrate.Run,
 			Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Fingerprint: d.Migrate.Fingerprint(), Rerun: true, Track: tr,
 			Migrations: behind,
-			Reason: fmt.Sprintf("release %s has migrations that are not applied (%s): it migrates again", name, strings.Join(behind, ", "))})
+			Reason:     fmt.Sprintf("release %s has migrations that are not applied (%s): it migrates again", name, strings.Join(behind, ", "))})
 	}
 	return steps, schema, nil
 }

@@ -308,25 +308,33 @@ func TestMakeGolden(t *testing.T) {
 		// Rolling back over a migration: b applied shop.0002 and
 		// catalog.0024, which a (linked before) does not have.
 		{
-			name:  "rollback_schema_ahead_warn",
-			d:     func(t *testing.T) *desired.State { return withMigrations(desiredState(t, shaA[:8], 5), "django", "warn") },
+			name: "rollback_schema_ahead_warn",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "warn")
+			},
 			a:     schemaAhead,
 			steps: []Action{Schema, Switch, Service, Service, Health},
 		},
 		{
 			name: "rollback_schema_ahead_block",
-			d:    func(t *testing.T) *desired.State { return withMigrations(desiredState(t, shaA[:8], 5), "django", "block") },
-			a:    schemaAhead,
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "block")
+			},
+			a: schemaAhead,
 		},
 		{
-			name:  "rollback_schema_ahead_reverse",
-			d:     func(t *testing.T) *desired.State { return withMigrations(desiredState(t, shaA[:8], 5), "django", "reverse") },
+			name: "rollback_schema_ahead_reverse",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "reverse")
+			},
 			a:     schemaAhead,
 			steps: []Action{Reverse, Reverse, Switch, Service, Service, Health},
 		},
 		{
-			name:  "rollback_schema_ahead_reverse_other",
-			d:     func(t *testing.T) *desired.State { return withMigrations(desiredState(t, shaA[:8], 5), "other", "reverse") },
+			name: "rollback_schema_ahead_reverse_other",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "other", "reverse")
+			},
 			a:     schemaAhead,
 			steps: []Action{Reverse, Switch, Service, Service, Health},
 		},
@@ -334,7 +342,9 @@ func TestMakeGolden(t *testing.T) {
 			// After the reverse, forward again to b on disk: its
 			// migrations are no longer applied, so it migrates again.
 			name: "forward_after_reverse_migrates_again",
-			d:    func(t *testing.T) *desired.State { return withMigrations(desiredState(t, shaB[:8], 5), "django", "reverse") },
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaB[:8], 5), "django", "reverse")
+			},
 			a: func(d *desired.State) *actual.State {
 				a := schemaAhead(d)
 				a.Link, a.Host = linkedTo(a.Releases[0].Name), &record.Host{Linked: a.Releases[0].Name, ServicesDone: true, Verified: true}
