@@ -117,9 +117,8 @@ func TestRollbackOverMigration(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.policy, func(t *testing.T) {
 			h := newHost(t)
-			v1 := h.commit("v1")
 			h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
-			v1 = h.repo.Commit("v1 migrations")
+			v1 := h.commit("v1")
 			h.mustApply(h.tracked(v1, tt.policy))
 			first := h.linked()
 			h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
