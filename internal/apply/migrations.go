@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/layout"
+	"github.com/reconciler-dev/reconciler/internal/lazyre"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/record"
 	"github.com/reconciler-dev/reconciler/internal/runner"
@@ -20,10 +20,10 @@ import (
 
 // migrationRE is a migration as the record keeps it: app.name, with
 // nothing a shell would read as more than a word.
-var migrationRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]*\.[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$`)
+var migrationRE = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_-]*\.[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$`)
 
 // djangoLine is a line of `manage.py showmigrations --plan`: "[X]  app.name".
-var djangoLine = regexp.MustCompile(`^\[([X ])\]\s+(\S+)`)
+var djangoLine = lazyre.New(`^\[([X ])\]\s+(\S+)`)
 
 // ParseShowmigrations reads `manage.py showmigrations --plan`: every
 // migration the code has, in plan order, and the applied ones ([X]).

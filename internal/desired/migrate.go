@@ -1,7 +1,6 @@
 package desired
 
 import (
-	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -50,20 +49,27 @@ type Migrations struct {
 	Applied, Known, Reverse string
 }
 
-// manageRE finds manage.py as a word of the migrate command: its end is
-// where the manage command ends.
-var manageRE = regexp.MustCompile(`(^|[\s/])manage\.py(\s|$)`)
-
 // ManageOf derives Django's manage command from the migrate command: run
-// up to and including manage.py; "" when run has none.
+// up to and including manage.py (a word of it, or a path ending in it);
+// "" when run has none.
 func ManageOf(run string) string {
-	loc := manageRE.FindStringIndex(run)
-	if loc == nil {
-		return ""
+	const word = "manage.py"
+	for i := 0; ; {
+		j := strings.Index(run[i:], word)
+		if j < 0 {
+			return ""
+		}
+		start, end := i+j, i+j+len(word)
+		before := start == 0 || run[start-1] == '/' || isSpace(run[start-1])
+		after := end == len(run) || isSpace(run[end])
+		if before && after {
+			return strings.TrimSpace(run[:end])
+		}
+		i = end
 	}
-	end := strings.Index(run[loc[0]:], "manage.py") + loc[0] + len("manage.py")
-	return strings.TrimSpace(run[:end])
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' }
 
 // migrate reads migrate: a step, and how its migrations are tracked.
 func (p *parser) migrate(n *yaml.Node, s *State) {

@@ -96,3 +96,19 @@ func TestMigrationsKeepFingerprint(t *testing.T) {
 		t.Errorf("changed: %v", got)
 	}
 }
+
+func TestManageOf(t *testing.T) {
+	for run, want := range map[string]string{
+		"venv/bin/python manage.py migrate --noinput":    "venv/bin/python manage.py",
+		"python /srv/app/manage.py migrate":              "python /srv/app/manage.py",
+		"manage.py migrate":                              "manage.py",
+		"cd src && ../venv/bin/python manage.py migrate": "cd src && ../venv/bin/python manage.py",
+		"python mymanage.py migrate":                     "",
+		"python manage.pyc migrate":                      "",
+		"./migrate.sh":                                   "",
+	} {
+		if got := ManageOf(run); got != want {
+			t.Errorf("ManageOf(%q) = %q, want %q", run, got, want)
+		}
+	}
+}
