@@ -689,9 +689,5 @@ func (s *Stack) AppliedMigrations() []string {
 // Columns lists the columns of a table.
 func (s *Stack) Columns(table string) []string {
 	s.T.Helper()
-	var out []string
-	for _, r := range s.sqlite("select name from pragma_table_info('" + table + "')") {
-		out = append(out, r)
-	}
-	return out
+	return s.sqlite("select name from pragma_table_info('" + table + "')")
 }
