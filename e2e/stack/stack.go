@@ -637,3 +637,57 @@ func (s *Stack) ResponsesFrom(tag string) int {
 	}
 	return n
 }
+
+// AddColumn commits on main a release that says tag on / and whose
+// migration adds a nullable column, note, to shop's Setting: the
+// additive change a release may roll back over.
+func (s *Stack) AddColumn(tag string) {
+	s.T.Helper()
+	s.setVersion(tag)
+	s.migrations++
+	n := s.migrations
+	mig := fmt.Sprintf(`from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [("shop", "%s")]
+    operations = [migrations.AddField("setting", "note", models.CharField(max_length=200, null=True))]
+`, s.migrationName(n-1))
+	if err := os.WriteFile(filepath.Join(s.Repo, "shop", "migrations", s.migrationName(n)+".py"), []byte(mig), 0o644); err != nil {
+		s.T.Fatalf("%v", err)
+	}
+	s.edit(filepath.Join("shop", "models.py"), "    value = models.CharField(max_length=200)\n",
+		"    value = models.CharField(max_length=200)\n    note = models.CharField(max_length=200, null=True)\n")
+	s.commit(tag)
+}
+
+// sqlite runs a query on the app's database with Debian's python3 and
+// returns its rows, one a line, fields joined by a space.
+func (s *Stack) sqlite(query string) []string {
+	s.T.Helper()
+	out := s.Run(s.Dir, "/usr/bin/python3", "-c", `import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+for row in c.execute(sys.argv[2]):
+    print(" ".join(str(f) for f in row))`, filepath.Join(s.Root, "shared", "var", "db.sqlite3"), query)
+	if out == "" {
+		return nil
+	}
+	return strings.Split(out, "\n")
+}
+
+// AppliedMigrations reads the django_migrations table: "app.name" in the
+// order they were applied.
+func (s *Stack) AppliedMigrations() []string {
+	s.T.Helper()
+	var out []string
+	for _, r := range s.sqlite("select app, name from django_migrations order by id") {
+		out = append(out, strings.Replace(r, " ", ".", 1))
+	}
+	return out
+}
+
+// Columns lists the columns of a table.
+func (s *Stack) Columns(table string) []string {
+	s.T.Helper()
+	return s.sqlite("select name from pragma_table_info('" + table + "')")
+}

@@ -47,6 +47,11 @@ type State struct {
 	Applied map[string]string
 	// Suspended is set while a person has suspended deploys.
 	Suspended *record.Suspension
+	// Migrations is the record of applied migrations and of those each
+	// release's code has; nil when none was kept (MigrationsProblem says
+	// why, when it exists and cannot be read).
+	Migrations        *record.Migrations
+	MigrationsProblem string
 	// Cache is what <root>/cache holds, step by step, keys in order.
 	Cache []CacheEntry
 	// CacheKeys are the keys the cached build steps of a new release of
@@ -167,6 +172,9 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 		s.Applied = record.ReadApplied(l.AppliedFile())
 		if s.Suspended, err = record.ReadSuspension(l.SuspendFile()); err != nil {
 			return nil, err
+		}
+		if s.Migrations, err = record.ReadMigrations(l.MigrationsFile()); err != nil {
+			s.MigrationsProblem = err.Error()
 		}
 		h, err := record.ReadHost(l.HostFile())
 		if err != nil {

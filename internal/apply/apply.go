@@ -306,7 +306,7 @@ func (e *executor) run(ctx context.Context) error {
 		return err
 	}
 	if b := p.Blocked; b != nil {
-		return &BlockedError{Release: b.Release, Step: b.Step, Msg: b.Error}
+		return &BlockedError{Release: b.Release, Step: b.Step, Msg: b.Error, Policy: b.Policy}
 	}
 	return nil
 }
@@ -326,6 +326,10 @@ func (e *executor) rollback(ctx context.Context) error {
 	e.res.Plan = p
 	e.res.Release, e.res.Commit = p.Target, p.Commit
 	e.View.Plan(p)
+	if b := p.Blocked; b != nil {
+		// migrate.on_rollback refused: nothing moves, nothing is suspended.
+		return &BlockedError{Release: b.Release, Step: b.Step, Msg: b.Error, Policy: b.Policy}
+	}
 	s := e.Rollback.Suspension
 	s.Release = p.Target
 	if err := record.WriteSuspension(e.l.SuspendFile(), &s); err != nil {

@@ -45,9 +45,15 @@ var ErrInterrupted = errors.New("interrupted; the next apply resumes here")
 // say: only it knows how it was invoked.
 type BlockedError struct {
 	Release, Step, Msg string
+	// Policy is set when no release failed: migrate.on_rollback refused
+	// a switch to a release that lacks applied migrations.
+	Policy string
 }
 
 func (e *BlockedError) Error() string {
+	if e.Policy != "" {
+		return "not switching: " + e.Msg
+	}
 	return "target release " + e.Release + " failed before at step " + e.Step + "; not retrying it"
 }
 

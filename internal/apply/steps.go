@@ -47,6 +47,10 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		err = splitOutput(e.verify(ctx, p, s))
 	case plan.Fail:
 		return e.transition(s.Release, record.Change{Event: record.SwitchFailed, Failure: s.Failure})
+	case plan.Reverse:
+		return e.reverse(ctx, p, s)
+	case plan.Schema:
+		return e.recordAhead(s)
 	case plan.Prune:
 		if s.CacheEntry != "" {
 			return e.pruneCache(s)
@@ -171,8 +175,22 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 			}
 		}
 	default:
-		if err = e.ownRelease(s.Release, s.RunAs); err == nil {
+		// A migrate run again is for a complete release: it stays the
+		// reconciler's.
+		if !s.Rerun {
+			err = e.ownRelease(s.Release, s.RunAs)
+		}
+		if err == nil {
 			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.Release), true))
+		}
+		if err == nil && s.Track != nil {
+			err = e.recordMigrations(ctx, p, s, s.Release, s.Commit)
+		}
+		if s.Rerun {
+			if err != nil {
+				return e.migrationFailed(ctx, s, err)
+			}
+			return nil
 		}
 	}
 	if err != nil {
@@ -394,6 +412,11 @@ func (e *executor) env(p *plan.Plan, release, commit string) []string {
 // in its release or cache entry (contained: nothing it starts outlives
 // it, its full output kept in logPath), or a service action from root.
 func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPath, dir string, contain bool) error {
+	return e.commandEnv(ctx, s, logPath, dir, contain, e.env(p, s.Release, s.Commit))
+}
+
+// commandEnv is command with the whole environment given.
+func (e *executor) commandEnv(ctx context.Context, s plan.Step, logPath, dir string, contain bool, env []string) error {
 	out := e.View.Output(s)
 	if out == nil {
 		out = io.Discard
@@ -417,7 +440,7 @@ func (e *executor) command(ctx context.Context, p *plan.Plan, s plan.Step, logPa
 		Name:    string(s.Action) + " " + s.Name,
 		Script:  s.Run,
 		Dir:     dir,
-		Env:     e.env(p, s.Release, s.Commit),
+		Env:     env,
 		Timeout: s.Timeout,
 		Output:  out,
 		Contain: contain,

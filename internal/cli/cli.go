@@ -174,6 +174,9 @@ func (g *globals) command() view.Command { return view.CommandFor(g.file, defaul
 // applyError says what to do about a failed apply, as a command.
 func (g *globals) applyError(err error) error {
 	var be *apply.BlockedError
+	if errors.As(err, &be) && be.Policy != "" {
+		return fmt.Errorf("apply refused: %w\nhint: the host stays; set migrate.on_rollback (reverse or warn) or source.commit in %s, then run `%s`", err, g.file, g.command().With("apply"))
+	}
 	if errors.As(err, &be) {
 		return fmt.Errorf("apply: %w\nhint: run `%s` to try it again, or change source.commit or the build", err, g.command().With("apply --retry"))
 	}

@@ -55,6 +55,12 @@ the commit printed, then run "reconciler resume".`,
 				Env:         os.Environ(),
 				Rollback:    &apply.Rollback{To: to, Suspension: record.Suspension{By: apply.CurrentUser(), At: time.Now().UTC(), Reason: reason}},
 			})
+			var be *apply.BlockedError
+			if errors.As(err, &be) && be.Policy != "" {
+				// migrate.on_rollback refused: the link did not move and
+				// deploys are not suspended.
+				return &exitError{code: ExitError, err: fmt.Errorf("rollback refused: %w\nhint: the host stays; set migrate.on_rollback to reverse or warn in %s, then run `%s` again", err, g.file, g.command().With("rollback"))}
+			}
 			suspended := res != nil && res.Plan != nil
 			if suspended {
 				fmt.Fprintf(g.stdout, "\nDeploys are suspended: the daemon will not move the host back.\n"+

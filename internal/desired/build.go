@@ -35,11 +35,17 @@ func (p *parser) build(n *yaml.Node, s *State) {
 }
 
 func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
-	st := Step{Timeout: DefaultStepTimeout}
 	known := keysOf("migrate")
 	if named {
 		known = keysOf("build_step")
 	}
+	return p.stepWith(n, path, named, known, nil)
+}
+
+// stepWith reads a step whose mapping has the keys known: the step's own
+// are read here, the others handed to extra.
+func (p *parser) stepWith(n *yaml.Node, path string, named bool, known []string, extra func(key string, k, v *yaml.Node)) (Step, bool) {
+	st := Step{Timeout: DefaultStepTimeout}
 	var haveName, haveRun, bad bool
 	nerr := len(p.errs)
 	if !p.fields(n, path, known, func(key string, k, v *yaml.Node) {
@@ -75,6 +81,8 @@ func (p *parser) step(n *yaml.Node, path string, named bool) (Step, bool) {
 			st.RunAs = p.userName(v, fp)
 		case "cache":
 			st.Cache = p.stepCache(v, fp)
+		default:
+			extra(key, k, v)
 		}
 	}) {
 		return st, false

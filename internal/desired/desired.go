@@ -131,6 +131,9 @@ type Step struct {
 	// Cache, on a build step, makes its outputs a sealed cache entry
 	// reused by every release whose key files are the same.
 	Cache *StepCache
+	// Migrations, on the migration, says how its migrations are tracked;
+	// nil when they are not. Embedded: its keys are migrate's own.
+	*Migrations
 }
 
 // StepCache is a build step's cache: what makes its key and what it makes.

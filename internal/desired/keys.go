@@ -112,6 +112,12 @@ var keyTable = []Key{
 	{"migrate", "run", tStr, true, "the shell command, run with sh -c in the release"},
 	{"migrate", "timeout", tDuration, false, "how long the migration may run, 1s to 24h (default 30m)"},
 	{"migrate", "run_as", tStr, false, "the user (name or uid) the migration runs as (default: the top-level run_as)"},
+	{"migrate", "kind", Type{Kind: Enum, Values: MigrationKinds}, false, "which migrations the code has and the database applied: django (built in) or other (the applied and known commands); needed by on_rollback"},
+	{"migrate", "on_rollback", Type{Kind: Enum, Values: OnRollbackPolicies}, false, "a switch to a release that lacks applied migrations: warn (default) switches and records it, block refuses, reverse unapplies them first"},
+	{"migrate", "manage", tStr, false, "kind django: the manage.py command (default: run up to and including manage.py)"},
+	{"migrate", "applied", tStr, false, "kind other: prints the applied migrations, one app.name per line"},
+	{"migrate", "known", tStr, false, "kind other: prints the migrations the release has, one app.name per line, run in the release"},
+	{"migrate", "reverse", tStr, false, "kind other: unapplies $RECONCILER_MIGRATIONS_TO_REVERSE (space-separated, newest first), run in the linked release"},
 
 	{"preflight", "run", tStr, true, "starts the app in the release, listening on $RECONCILER_PREFLIGHT_PORT"},
 	{"preflight", "health", tChecks, true, "checks that must pass against it; ${RECONCILER_PREFLIGHT_PORT} expands in URLs"},

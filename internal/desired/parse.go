@@ -214,11 +214,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		case "build":
 			p.build(v, s)
 		case "migrate":
-			st, ok := p.step(v, "migrate", false)
-			if ok {
-				st.Name = "migrate"
-				s.Migrate = &st
-			}
+			p.migrate(v, s)
 		case "services":
 			p.services(v, s)
 		case "health":

@@ -54,6 +54,10 @@ func (l Layout) CacheSecretFile() string { return filepath.Join(l.StateDir(), "c
 // apply reconciled: field paths and hashes of their values, never values.
 func (l Layout) AppliedFile() string { return filepath.Join(l.StateDir(), "applied.json") }
 
+// MigrationsFile holds the database's applied migrations and the
+// migrations each release's code has: one database serves every release.
+func (l Layout) MigrationsFile() string { return filepath.Join(l.StateDir(), "migrations.json") }
+
 // ReleaseDir is the directory of the release called name.
 func (l Layout) ReleaseDir(name string) string { return filepath.Join(l.ReleasesDir(), name) }
 

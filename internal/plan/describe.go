@@ -20,6 +20,9 @@ func Describe(s Step) string {
 		return s.Detail
 	case Build, Migrate:
 		name := s.Name
+		if s.Rerun {
+			name += " again"
+		}
 		if s.RunAs != "" {
 			name += " (as " + s.RunAs + ")"
 		}
@@ -53,6 +56,14 @@ func Describe(s Step) string {
 		return s.Detail
 	case Fail:
 		return "release " + s.Release + " at step " + s.Name
+	case Reverse:
+		d := s.Detail + " with the code of release " + s.In
+		if s.RunAs != "" {
+			d += " (as " + s.RunAs + ")"
+		}
+		return d
+	case Schema:
+		return s.Detail
 	}
 	return s.Name
 }

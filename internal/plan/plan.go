@@ -33,6 +33,12 @@ const (
 	Health    Action = "health"  // verify the linked release serves
 	Fail      Action = "fail"    // record a release failed after its switch
 	Prune     Action = "prune"   // delete a release
+	// Reverse unapplies migrations the target lacks, with the code of the
+	// linked release, before the switch (migrate.on_rollback: reverse).
+	Reverse Action = "reverse"
+	// Schema records a switch that leaves the schema ahead of the target
+	// (migrate.on_rollback: warn).
+	Schema Action = "schema"
 )
 
 // Symbol is the mark a step gets in the human rendering.
@@ -42,11 +48,11 @@ func (a Action) Symbol() string {
 		return "<="
 	case Switch, Service:
 		return "~"
-	case Prune:
+	case Prune, Reverse:
 		return "-"
 	case Health, Preflight:
 		return "?"
-	case Fail:
+	case Fail, Schema:
 		return "!"
 	}
 	return "+"
@@ -117,6 +123,22 @@ type Step struct {
 	// prune, the cache entry it deletes ("<step>/<key>").
 	Cache      *CacheUse `json:"cache,omitempty"`
 	CacheEntry string    `json:"cache_entry,omitempty"`
+
+	// In is the release whose code a reverse step runs (the linked one,
+	// which has the migrations), and InCommit its commit.
+	In       string `json:"in,omitempty"`
+	InCommit string `json:"in_commit,omitempty"`
+	// Migrations: what a reverse step unapplies (newest first), what a
+	// schema step records as staying applied, what a migrate run again
+	// applies ("app.name").
+	Migrations []string `json:"migrations,omitempty"`
+	// Track: a migrate or reverse step reads the migrations afterwards
+	// and records them.
+	Track *Track `json:"track,omitempty"`
+	// Rerun: a migrate step of a complete release, run again before its
+	// switch because some of its migrations are no longer applied (a
+	// reverse unapplied them). Its record changes only if it fails.
+	Rerun bool `json:"rerun,omitempty"`
 }
 
 // CacheUse is what a cached build step needs, and what the plan expects:
@@ -174,6 +196,9 @@ type Plan struct {
 	// successful apply ("build[1].run", "env.SECRET_KEY": keys, never
 	// values).
 	Changed []string `json:"changed,omitempty"`
+	// Schema is set when the target lacks migrations that are applied:
+	// which, and what migrate.on_rollback does about it.
+	Schema *SchemaAhead `json:"schema_ahead,omitempty"`
 	// Rollback is set on the plan `reconciler rollback` makes: a failed
 	// check does not revert it, the operator chose where to go.
 	Rollback bool `json:"rollback,omitempty"`
@@ -189,6 +214,9 @@ type Blocked struct {
 	Error   string `json:"error"`
 	Output  string `json:"output,omitempty"`
 	At      string `json:"at"`
+	// Policy is set when no release failed: the target lacks applied
+	// migrations and migrate.on_rollback refuses the switch ("block").
+	Policy string `json:"policy,omitempty"`
 }
 
 // Reverting says what a revert plan undoes.
@@ -294,17 +322,33 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		p.Steps = append(p.Steps, buildSteps(d, a, target, name, commit)...)
 	}
 	p.Previous = a.RollbackTarget(name)
+	built := target != nil && (len(p.Steps) == 0 || !p.Steps[len(p.Steps)-1].Action.IsReleaseStep())
+	var pre []Step
+	if built {
+		// A release on disk: its migrations are known, and the schema
+		// may be ahead of them (a rollback) or behind (after a reverse).
+		var schema *SchemaAhead
+		var warns []string
+		pre, schema, warns = migrationSteps(d, a, name, commit)
+		p.Warnings = append(p.Warnings, warns...)
+		if schema != nil && len(pre) == 0 && schema.Policy != desired.OnRollbackWarn {
+			return schemaBlocked(p, schema), nil
+		}
+		p.Schema = schema
+	}
 	settleSteps, switched := settle(d, a, name, commit, "verify the release serves; return to the previous one if not")
-	if target != nil && !done && len(settleSteps) > 0 && (len(p.Steps) == 0 || !p.Steps[len(p.Steps)-1].Action.IsReleaseStep()) {
+	if first := firstOf(pre, settleSteps); built && !done && first != nil {
 		// Every step is recorded, yet the release is not complete: a
 		// record left "building" (an interrupted write, an older
 		// writer), or --retry of a release that was built and failed
-		// after its switch, which its checks will judge anew.
-		settleSteps[0].Before = record.Built
+		// after its switch (or at a migrate run again, or a reverse),
+		// which its steps will judge anew.
+		first.Before = record.Built
 		if target.Record.State == record.Failed {
-			settleSteps[0].Before = record.Relink
+			first.Before = record.Relink
 		}
 	}
+	p.Steps = append(p.Steps, pre...)
 	p.Steps = append(p.Steps, settleSteps...)
 	prunes := pruneSteps(d, a, name, p.Previous, switched)
 	p.Steps = append(p.Steps, prunes...)
@@ -315,6 +359,16 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// firstOf is the first step of lists, in order; nil when all are empty.
+func firstOf(lists ...[]Step) *Step {
+	for _, l := range lists {
+		if len(l) > 0 {
+			return &l[0]
+		}
+	}
+	return nil
 }
 
 func warnings(a *actual.State) []string {
@@ -420,7 +474,14 @@ func Rollback(d *desired.State, a *actual.State, to string) (*Plan, error) {
 		Target: r.Name, Linked: a.Link.Release, Env: d.Env, Rollback: true}
 	p.Warnings = warnings(a)
 	p.Previous = a.RollbackTarget(r.Name)
+	pre, schema, warns := migrationSteps(d, a, r.Name, r.Record.Commit)
+	p.Warnings = append(p.Warnings, warns...)
+	if schema != nil && len(pre) == 0 && schema.Policy != desired.OnRollbackWarn {
+		return schemaBlocked(p, schema), nil
+	}
+	p.Schema = schema
 	p.Steps, _ = settle(d, a, r.Name, r.Record.Commit, "verify the release rolled back to serves")
+	p.Steps = append(pre, p.Steps...)
 	return p, nil
 }
 
@@ -678,6 +739,7 @@ func ReleaseSteps(d *desired.State) []Step {
 	}
 	if d.Migrate != nil {
 		add(Migrate, *d.Migrate)
+		out[len(out)-1].Track = TrackOf(d)
 	}
 	if pf := d.Preflight; pf != nil {
 		// Last: the release is checked as it will be linked, migrated.

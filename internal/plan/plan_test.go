@@ -305,6 +305,55 @@ func TestMakeGolden(t *testing.T) {
 			},
 			steps: []Action{Switch, Service, Service, Health},
 		},
+		// Rolling back over a migration: b applied shop.0002 and
+		// catalog.0024, which a (linked before) does not have.
+		{
+			name: "rollback_schema_ahead_warn",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "warn")
+			},
+			a:     schemaAhead,
+			steps: []Action{Schema, Switch, Service, Service, Health},
+		},
+		{
+			name: "rollback_schema_ahead_block",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "block")
+			},
+			a: schemaAhead,
+		},
+		{
+			name: "rollback_schema_ahead_reverse",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "reverse")
+			},
+			a:     schemaAhead,
+			steps: []Action{Reverse, Reverse, Switch, Service, Service, Health},
+		},
+		{
+			name: "rollback_schema_ahead_reverse_other",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "other", "reverse")
+			},
+			a:     schemaAhead,
+			steps: []Action{Reverse, Switch, Service, Service, Health},
+		},
+		{
+			// After the reverse, forward again to b on disk: its
+			// migrations are no longer applied, so it migrates again.
+			name: "forward_after_reverse_migrates_again",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaB[:8], 5), "django", "reverse")
+			},
+			a: func(d *desired.State) *actual.State {
+				a := schemaAhead(d)
+				a.Link, a.Host = linkedTo(a.Releases[0].Name), &record.Host{Linked: a.Releases[0].Name, ServicesDone: true, Verified: true}
+				a.Commit = inCache(shaB)
+				a.Migrations.Applied = a.Migrations.Releases[a.Releases[0].Name]
+				return a
+			},
+			steps: []Action{Migrate, Switch, Service, Service, Health},
+		},
 		{
 			name: "services_pending_after_interrupted_switch",
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
@@ -694,4 +743,30 @@ func TestRollback(t *testing.T) {
 	if _, err := Rollback(d, only, ""); err == nil || !strings.Contains(err.Error(), "nothing to roll back to") {
 		t.Errorf("Rollback with nothing healthy: %v", err)
 	}
+}
+
+// withMigrations tracks d's migrations with kind and policy.
+func withMigrations(d *desired.State, kind, policy string) *desired.State {
+	m := &desired.Migrations{Kind: kind, OnRollback: policy}
+	if kind == desired.MigrationsDjango {
+		m.Manage = "venv/bin/python manage.py"
+	} else {
+		m.Applied, m.Known, m.Reverse = "bin/migrations applied", "bin/migrations known", "bin/migrations reverse"
+	}
+	d.Migrate.Migrations = m
+	return d
+}
+
+// schemaAhead is a host linked to b, which applied shop.0002 and
+// catalog.0023 and .0024 that a, a release on disk, does not have.
+func schemaAhead(d *desired.State) *actual.State {
+	a := rel(d, "20261119T100000Z-aaaaaaaa", shaA, record.Complete)
+	b := rel(d, "20261120T100000Z-bbbbbbbb", shaB, record.Complete)
+	knownA := []string{"catalog.0001_initial", "catalog.0022_price", "shop.0001_initial"}
+	knownB := []string{"catalog.0001_initial", "catalog.0022_price", "shop.0001_initial", "shop.0002_nullable_note", "catalog.0023_sku", "catalog.0024_auto_20261120_1000"}
+	return &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name),
+		Host:     &record.Host{Linked: b.Name, ServicesDone: true, Verified: true},
+		Releases: []actual.Release{a, b}, Commit: inCache(shaA),
+		Migrations: &record.Migrations{Applied: knownB, AppliedAt: t0, AppliedBy: b.Name,
+			Releases: map[string][]string{a.Name: knownA, b.Name: knownB}}}
 }

@@ -127,6 +127,7 @@ func (r *Release) Done(name, fingerprint string) bool {
 //	failed   --SwitchFailed----------> failed     (failed again after apply --retry: the failure is updated)
 //	failed   --Relink----------------> complete   (apply --retry of a built release: linked again, judged anew)
 //	complete, failed --Healthy-------> complete   (verified serving while linked)
+//	complete, failed --MigrateFailed-> failed     (a migrate run again, or a reverse of its migrations, failed)
 type Event string
 
 const (
@@ -137,6 +138,10 @@ const (
 	SwitchFailed Event = "switch-failed"
 	Relink       Event = "relink"
 	Healthy      Event = "healthy"
+	// MigrateFailed: a complete release failed at a migration step run
+	// for it before its switch: its migrate run again (going forward
+	// after a reverse), or the reverse of migrations it lacks.
+	MigrateFailed Event = "migrate-failed"
 )
 
 // Change is one event with what it carries.
@@ -152,13 +157,14 @@ type Change struct {
 }
 
 var from = map[Event][]string{
-	StepDone:     {Building},
-	Built:        {Building},
-	BuildFailed:  {Building},
-	Rebuild:      {Failed},
-	SwitchFailed: {Complete, Failed}, // failed: a retry that failed again updates the failure
-	Relink:       {Failed},
-	Healthy:      {Complete, Failed},
+	StepDone:      {Building},
+	Built:         {Building},
+	BuildFailed:   {Building},
+	Rebuild:       {Failed},
+	SwitchFailed:  {Complete, Failed}, // failed: a retry that failed again updates the failure
+	Relink:        {Failed},
+	Healthy:       {Complete, Failed},
+	MigrateFailed: {Complete, Failed},
 }
 
 // TransitionError is an event that does not apply in the release's state.
@@ -190,7 +196,7 @@ func (r *Release) Apply(c Change) error {
 		if c.Completes {
 			r.State, r.Completed = Complete, &at
 		}
-	case BuildFailed, SwitchFailed:
+	case BuildFailed, SwitchFailed, MigrateFailed:
 		if c.Failure == nil {
 			return fmt.Errorf("release %s: %s without a failure", r.Name, c.Event)
 		}

@@ -37,8 +37,13 @@ func PlanHuman(w io.Writer, p *plan.Plan, cmd Command) error {
 	for _, w := range p.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
+	writeSchema(&b, p)
 	b.WriteString("\n")
 	switch {
+	case p.Blocked != nil && p.Blocked.Policy != "":
+		writeSchemaBlocked(&b, p, cmd)
+		_, err := io.WriteString(w, b.String())
+		return err
 	case p.Blocked != nil:
 		bl := p.Blocked
 		fmt.Fprintf(&b, "Blocked: release %s of this target failed at step %s (%s):\n  %s\n", bl.Release, bl.Step, bl.At, indent(bl.Error))
@@ -90,6 +95,53 @@ func writeShips(b *strings.Builder, p *plan.Plan) {
 	}
 	if l.Partial {
 		b.WriteString("  (and perhaps more: the cache holds no more of the history)\n")
+	}
+}
+
+// writeSchema says, app by app, which applied migrations the target
+// lacks, and what migrate.on_rollback does about it.
+func writeSchema(b *strings.Builder, p *plan.Plan) {
+	sa := p.Schema
+	if sa == nil {
+		return
+	}
+	for _, a := range sa.Apps {
+		if len(a.Migrations) == 1 {
+			fmt.Fprintf(b, "! schema ahead: %s is applied; release %s does not have it\n", a.Migrations[0], sa.Release)
+		} else {
+			fmt.Fprintf(b, "! schema ahead: %s are applied; release %s does not have them\n", strings.Join(a.Migrations, ", "), sa.Release)
+		}
+	}
+	switch sa.Policy {
+	case "warn":
+		fmt.Fprintf(b, "on_rollback: warn: switching anyway; the code of %s runs on a schema ahead of it (recorded)\n", sa.Release)
+	case "reverse":
+		if sa.Linked != "" {
+			fmt.Fprintf(b, "on_rollback: reverse: unapplying them first with the code of %s, linked\n", sa.Linked)
+		}
+	}
+}
+
+// writeSchemaBlocked is a switch refused by migrate.on_rollback, and how
+// to go on.
+func writeSchemaBlocked(b *strings.Builder, p *plan.Plan, cmd Command) {
+	bl := p.Blocked
+	fmt.Fprintf(b, "Refused: %s.\n", bl.Error)
+	if p.Holding != "" {
+		fmt.Fprintf(b, "The host stays on %s.\n", p.Holding)
+	}
+	again := cmd.With("apply")
+	if p.Rollback {
+		again = cmd.With("rollback")
+	}
+	b.WriteString("To go on, choose one in desired.yaml, then run `" + again + "`:\n")
+	if bl.Policy == "block" {
+		b.WriteString("  - migrate.on_rollback: reverse, to unapply them with the code of the linked release first\n")
+		b.WriteString("    (only for migrations that can be unapplied);\n")
+		b.WriteString("  - migrate.on_rollback: warn, to switch anyway (fine for additive, nullable migrations);\n")
+	}
+	if !p.Rollback {
+		b.WriteString("  - source.commit back to the linked release's commit, which has them.\n")
 	}
 }
 
@@ -164,8 +216,10 @@ func Summary(p *plan.Plan) string {
 	add(plan.Shared, "shared-paths link", "shared-paths links")
 	add(plan.Build, "build step", "build steps")
 	add(cached, "cached build step", "cached build steps")
+	add(plan.Reverse, "migration reverse", "migration reverses")
 	add(plan.Migrate, "migration", "migrations")
 	add(plan.Preflight, "preflight", "preflights")
+	add(plan.Schema, "schema warning to record", "schema warnings to record")
 	add(plan.Switch, "switch", "switches")
 	add(plan.Fail, "failure to record", "failures to record")
 	add(plan.Service, "service action", "service actions")

@@ -1,0 +1,213 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/plan"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+func TestParseShowmigrations(t *testing.T) {
+	tests := []struct {
+		name, out      string
+		known, applied []string
+		err            string
+	}{
+		{"plan", "[X]  shop.0001_initial\n[X]  catalog.0001_initial\n[ ]  shop.0002_note\n",
+			[]string{"shop.0001_initial", "catalog.0001_initial", "shop.0002_note"}, []string{"shop.0001_initial", "catalog.0001_initial"}, ""},
+		{"warnings are not migrations", "System check identified some issues:\nWARNINGS:\n?: (urls.W005) x\n[X]  shop.0001_initial\n",
+			[]string{"shop.0001_initial"}, []string{"shop.0001_initial"}, ""},
+		{"none", "", []string{}, []string{}, ""},
+		{"not app.name", "[X]  shop.0001;rm\n", nil, nil, `line 1: "shop.0001;rm" is not app.name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			known, applied, err := ParseShowmigrations(tt.out)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(known, tt.known) || !reflect.DeepEqual(applied, tt.applied) {
+				t.Errorf("got %v %v %v; want %v %v", known, applied, err, tt.known, tt.applied)
+			}
+		})
+	}
+}
+
+func TestParseMigrationList(t *testing.T) {
+	tests := []struct {
+		name, out string
+		want      []string
+		err       string
+	}{
+		{"dotted", "shop.0001_initial\ncatalog.20240101_add\n", []string{"shop.0001_initial", "catalog.20240101_add"}, ""},
+		{"app and name", "shop 0001_initial\n\n  catalog  0002_x  \n", []string{"shop.0001_initial", "catalog.0002_x"}, ""},
+		{"empty", "\n", []string{}, ""},
+		{"three words", "shop 0001 extra\n", nil, `line 1: "shop 0001 extra" is not one migration (app.name or app name)`},
+		{"no app", "0001_initial\n", nil, `line 1: "0001_initial" is not one migration (app.name or app name)`},
+		{"shell", "shop $(id)\n", nil, `line 1: "shop $(id)" is not one migration (app.name or app name)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseMigrationList(tt.out)
+			if tt.err != "" {
+				if err == nil || err.Error() != tt.err {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// A fake framework of kind other: the database is a file in the shared
+// dir, the code's migrations are its MIGRATIONS file.
+const (
+	fakeMigrate = `touch "$RECONCILER_SHARED/db"; while read m; do grep -qx "$m" "$RECONCILER_SHARED/db" || echo "$m" >> "$RECONCILER_SHARED/db"; done < MIGRATIONS`
+	fakeReverse = `for m in $RECONCILER_MIGRATIONS_TO_REVERSE; do grep -qx "$m" MIGRATIONS || exit 7; grep -vx "$m" "$RECONCILER_SHARED/db" > "$RECONCILER_SHARED/db.new"; mv "$RECONCILER_SHARED/db.new" "$RECONCILER_SHARED/db"; done`
+)
+
+func (h *host) tracked(commit, policy string) *desired.State {
+	d := h.desired(commit)
+	d.Migrate.Run = fakeMigrate
+	d.Migrate.Migrations = &desired.Migrations{Kind: desired.MigrationsOther, OnRollback: policy,
+		Known: "cat MIGRATIONS", Applied: `cat "$RECONCILER_SHARED/db"`, Reverse: fakeReverse}
+	return d
+}
+
+func (h *host) migrationsRecord() *record.Migrations {
+	h.t.Helper()
+	m, err := record.ReadMigrations(h.l.MigrationsFile())
+	if err != nil || m == nil {
+		h.t.Fatalf("migrations record: %v %v", m, err)
+	}
+	return m
+}
+
+// Rolling back over a migration under each policy: where the link ends,
+// what the database has applied, what the record says.
+func TestRollbackOverMigration(t *testing.T) {
+	v1m := []string{"shop.0001_initial"}
+	v2m := []string{"shop.0001_initial", "shop.0002_note"}
+	tests := []struct {
+		policy     string
+		toV1       bool     // the link moves back to v1
+		applied    []string // the database after the rollback
+		blocked    bool
+		ahead      bool // the record keeps the warned switch
+		steps      string
+		remigrates bool // going forward to v2 again runs its migrate
+	}{
+		{policy: "warn", toV1: true, applied: v2m, ahead: true, steps: "schema switch service"},
+		{policy: "block", applied: v2m, blocked: true, steps: ""},
+		{policy: "reverse", toV1: true, applied: v1m, steps: "reverse switch service", remigrates: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.policy, func(t *testing.T) {
+			h := newHost(t)
+			h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
+			v1 := h.commit("v1")
+			h.mustApply(h.tracked(v1, tt.policy))
+			first := h.linked()
+			h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
+			v2 := h.repo.Commit("v2")
+			h.mustApply(h.tracked(v2, tt.policy))
+			second := h.linked()
+			if m := h.migrationsRecord(); !reflect.DeepEqual(m.Applied, v2m) || !reflect.DeepEqual(m.Releases[first], v1m) || !reflect.DeepEqual(m.Releases[second], v2m) {
+				t.Fatalf("record after v2: %+v", m)
+			}
+
+			res, _, err := h.apply(context.Background(), h.tracked(v1, tt.policy))
+			var be *BlockedError
+			if tt.blocked != errors.As(err, &be) || !tt.blocked && err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			if tt.blocked && (be.Policy != "block" || res.Result != "blocked") {
+				t.Errorf("blocked: %+v, result %s", be, res.Result)
+			}
+			var steps []string
+			for _, s := range res.Steps {
+				steps = append(steps, string(s.Action))
+			}
+			if strings.Join(steps, " ") != tt.steps {
+				t.Errorf("steps %v, want %s", steps, tt.steps)
+			}
+			want := second
+			if tt.toV1 {
+				want = first
+			}
+			if h.linked() != want {
+				t.Errorf("linked %s, want %s", h.linked(), want)
+			}
+			if got := h.lines("db"); !reflect.DeepEqual(got, tt.applied) {
+				t.Errorf("database %v, want %v", got, tt.applied)
+			}
+			m := h.migrationsRecord()
+			if !reflect.DeepEqual(m.Applied, tt.applied) || (m.Ahead != nil) != tt.ahead {
+				t.Errorf("record: applied %v ahead %+v", m.Applied, m.Ahead)
+			}
+			if tt.blocked {
+				return
+			}
+
+			res = h.mustApplyRes(h.tracked(v2, tt.policy))
+			migrated := false
+			for _, s := range res.Steps {
+				migrated = migrated || s.Action == plan.Migrate && s.Rerun
+			}
+			if migrated != tt.remigrates || h.linked() != second {
+				t.Errorf("forward again: migrated %v, linked %s", migrated, h.linked())
+			}
+			if got := h.lines("db"); !reflect.DeepEqual(got, v2m) {
+				t.Errorf("database after forward again %v", got)
+			}
+		})
+	}
+}
+
+// A reverse that fails leaves the host on the newer release and records
+// the target failed at it: it is not tried again until --retry.
+func TestFailedReverseKeepsHostAndBlocksTarget(t *testing.T) {
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	v1 := h.commit("v1")
+	h.mustApply(h.tracked(v1, "reverse"))
+	first := h.linked()
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\nshop.0002_note\n")
+	v2 := h.commit("v2")
+	h.mustApply(h.tracked(v2, "reverse"))
+	second := h.linked()
+	if err := os.WriteFile(filepath.Join(h.l.ReleaseDir(second), "MIGRATIONS"), []byte("other.0001\n"), 0o644); err != nil {
+		t.Fatal(err) // the newer code no longer has the migration: its reverse fails
+	}
+	if _, _, err := h.apply(context.Background(), h.tracked(v1, "reverse")); err == nil || !strings.Contains(err.Error(), "exited with status 7") {
+		t.Fatalf("rollback with a failing reverse: %v", err)
+	}
+	if h.linked() != second {
+		t.Errorf("linked %s after a failed reverse", h.linked())
+	}
+	if r := h.record(first); r.State != record.Failed || r.Failure == nil || r.Failure.Step != "reverse" {
+		t.Errorf("target record: %+v", r)
+	}
+	if _, _, err := h.apply(context.Background(), h.tracked(v1, "reverse")); !errors.As(err, new(*BlockedError)) {
+		t.Errorf("second try: %v; want blocked", err)
+	}
+}
+
+func (h *host) mustApplyRes(d *desired.State) *Result {
+	h.t.Helper()
+	res, _ := h.mustApply(d)
+	return res
+}

@@ -1,0 +1,223 @@
+package plan
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/reconciler-dev/reconciler/internal/actual"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/record"
+)
+
+// Track says how a migrate or reverse step reads the migrations once it
+// ran, for the record: those the release's code has, and those applied.
+type Track struct {
+	Kind    string `json:"kind"`    // desired.MigrationsDjango or desired.MigrationsOther
+	Known   string `json:"known"`   // lists the migrations the code has
+	Applied string `json:"applied"` // lists the applied ones; the same command as Known for django
+}
+
+// TrackOf is how d's migrations are read; nil when they are not tracked.
+func TrackOf(d *desired.State) *Track {
+	if d.Migrate == nil || d.Migrate.Migrations == nil {
+		return nil
+	}
+	m := d.Migrate.Migrations
+	if m.Kind == desired.MigrationsDjango {
+		// One listing says both: every migration the code has, [X] for
+		// the applied ones.
+		list := m.Manage + " showmigrations --plan"
+		return &Track{Kind: m.Kind, Known: list, Applied: list}
+	}
+	return &Track{Kind: m.Kind, Known: m.Known, Applied: m.Applied}
+}
+
+// SchemaAhead says the target lacks migrations that are applied, and
+// what the policy does about it.
+type SchemaAhead struct {
+	Release string     `json:"release"`          // the target, which lacks them
+	Linked  string     `json:"linked,omitempty"` // the release linked now, whose code has them
+	Policy  string     `json:"policy"`           // migrate.on_rollback
+	Apps    []AppAhead `json:"apps"`
+}
+
+// AppAhead is one app's migrations the target lacks.
+type AppAhead struct {
+	App string `json:"app"`
+	// Migrations are applied and unknown to the target, in the order
+	// they were applied.
+	Migrations []string `json:"migrations"`
+	// To is the last migration of the app the target knows, or "zero":
+	// where a reverse takes the app.
+	To string `json:"to"`
+}
+
+// Ahead lists every migration the target lacks, in applied order.
+func (s *SchemaAhead) Ahead() []string {
+	var out []string
+	for _, a := range s.Apps {
+		out = append(out, a.Migrations...)
+	}
+	return out
+}
+
+// StepSchema names the step that records a warned switch, and
+// StepReverse the steps that unapply migrations (django: one per app,
+// "reverse-<app>").
+const (
+	StepSchema  = "schema"
+	StepReverse = "reverse"
+)
+
+// migrationSteps plans what switching from the linked release to the
+// built release name needs for the database: the steps that unapply the
+// migrations name lacks (on_rollback: reverse) or record that they stay
+// (warn), then its migrate again if some of its migrations are no longer
+// applied. schema is set when name lacks applied migrations; with
+// on_rollback: block the caller refuses. The plan decides from the
+// records alone: it runs nothing.
+func migrationSteps(d *desired.State, a *actual.State, name, commit string) (steps []Step, schema *SchemaAhead, warns []string) {
+	tr := TrackOf(d)
+	if tr == nil || a.Link.Release == name {
+		return nil, nil, nil
+	}
+	m, rec := d.Migrate.Migrations, a.Migrations
+	switch {
+	case a.MigrationsProblem != "":
+		return nil, nil, []string{fmt.Sprintf("migrations record: %s; the plan cannot tell whether release %s lacks applied migrations", a.MigrationsProblem, name)}
+	case rec == nil || rec.Applied == nil:
+		return nil, nil, []string{fmt.Sprintf("no applied migrations are recorded yet (the next migrate records them): the plan cannot tell whether release %s lacks any", name)}
+	}
+	known, ok := rec.Known(name)
+	if !ok {
+		return nil, nil, []string{fmt.Sprintf("release %s has no record of its migrations (built before migrate.kind was set): the plan cannot tell whether it lacks applied ones", name)}
+	}
+	ahead := record.Missing(rec.Applied, known)
+	if len(ahead) > 0 {
+		schema = &SchemaAhead{Release: name, Linked: a.Link.Release, Policy: m.OnRollback}
+		for _, app := range appsNewestFirst(ahead) {
+			aa := AppAhead{App: app, To: "zero"}
+			for _, mg := range ahead {
+				if x, _ := record.SplitMigration(mg); x == app {
+					aa.Migrations = append(aa.Migrations, mg)
+				}
+			}
+			for _, k := range known {
+				if x, n := record.SplitMigration(k); x == app {
+					aa.To = n
+				}
+			}
+			schema.Apps = append(schema.Apps, aa)
+		}
+		switch m.OnRollback {
+		case desired.OnRollbackBlock:
+			return nil, schema, nil
+		case desired.OnRollbackWarn:
+			steps = append(steps, Step{Action: Schema, Release: name, Commit: commit, Name: StepSchema, Migrations: ahead,
+				Detail: fmt.Sprintf("%s stay%s applied, ahead of release %s", strings.Join(ahead, ", "), verbS(len(ahead)), name),
+				Reason: "migrate.on_rollback: warn: switching anyway, and recording it"})
+		case desired.OnRollbackReverse:
+			if a.Link.Release == "" {
+				return nil, schema, nil // no code to unapply them with: the caller refuses
+			}
+			steps = append(steps, reverseSteps(d, a, schema, name, commit, tr)...)
+		}
+	}
+	applied := rec.Applied
+	if schema != nil && m.OnRollback == desired.OnRollbackReverse {
+		applied = record.Missing(applied, ahead)
+	}
+	if behind := record.Missing(known, applied); len(behind) > 0 {
+		steps = append(steps, Step{Action: Migrate, Release: name, Commit: commit, Name: StepMigrate, Run: d.Migrate.Run,
+			Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Fingerprint: d.Migrate.Fingerprint(), Rerun: true, Track: tr,
+			Migrations: behind,
+			Reason:     fmt.Sprintf("release %s has migrations that are not applied (%s): it migrates again", name, strings.Join(behind, ", "))})
+	}
+	return steps, schema, nil
+}
+
+// appsNewestFirst are the apps of migrations (in applied order), the app
+// applied last first: the order to unapply them in, so that an app is
+// reversed before those it was migrated on top of.
+func appsNewestFirst(migrations []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for i := len(migrations) - 1; i >= 0; i-- {
+		if a, _ := record.SplitMigration(migrations[i]); !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func verbS(n int) string {
+	if n == 1 {
+		return "s"
+	}
+	return ""
+}
+
+// reverseSteps unapply what the target lacks with the code of the linked
+// release, which has those migrations: Django's migrate <app> <to> for
+// each app, or the reverse command once with the migrations newest first.
+func reverseSteps(d *desired.State, a *actual.State, schema *SchemaAhead, name, commit string, tr *Track) []Step {
+	m, linked := d.Migrate.Migrations, a.Link.Release
+	inCommit := ""
+	if r := a.Release(linked); r != nil && r.Record != nil {
+		inCommit = r.Record.Commit
+	}
+	reason := fmt.Sprintf("migrate.on_rollback: reverse: release %s does not have them; the code of %s, linked, does", name, linked)
+	base := Step{Action: Reverse, Release: name, Commit: commit, In: linked, InCommit: inCommit, Timeout: d.Migrate.Timeout,
+		RunAs: d.Migrate.RunAs, Track: tr, Reason: reason}
+	if m.Kind != desired.MigrationsDjango {
+		s := base
+		s.Name, s.Run, s.Migrations = StepReverse, m.Reverse, newestFirst(schema.Ahead())
+		s.Detail = strings.Join(s.Migrations, ", ")
+		return []Step{s}
+	}
+	var out []Step
+	for _, app := range schema.Apps {
+		s := base
+		s.Name = StepReverse + "-" + app.App
+		s.Run = m.Manage + " migrate " + shellWord(app.App) + " " + shellWord(app.To)
+		s.Migrations = newestFirst(app.Migrations)
+		s.Detail = app.App + " to " + app.To
+		out = append(out, s)
+	}
+	return out
+}
+
+func newestFirst(ms []string) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[len(ms)-1-i] = m
+	}
+	return out
+}
+
+// shellWord quotes s for sh unless it is plainly safe. Migration names
+// come from the framework's listing, checked when read; quoted anyway.
+func shellWord(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// schemaBlocked is the plan that refuses a switch under on_rollback:
+// block, or reverse with nothing linked to reverse with: no step, the
+// host stays.
+func schemaBlocked(p *Plan, schema *SchemaAhead) *Plan {
+	p.Schema = schema
+	msg := fmt.Sprintf("release %s lacks migrations that are applied (%s) and migrate.on_rollback is %s", schema.Release, strings.Join(schema.Ahead(), ", "), schema.Policy)
+	if schema.Policy == desired.OnRollbackReverse {
+		msg = fmt.Sprintf("release %s lacks migrations that are applied (%s), and no release is linked whose code could unapply them", schema.Release, strings.Join(schema.Ahead(), ", "))
+	}
+	p.Blocked = &Blocked{Release: schema.Release, Step: StepSchema, Error: msg, Policy: schema.Policy}
+	p.Steps = nil
+	p.Holding = schema.Linked
+	return p
+}
