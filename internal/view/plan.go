@@ -83,7 +83,11 @@ func writeShips(b *strings.Builder, p *plan.Plan) {
 	case "forward":
 		fmt.Fprintf(b, "ships:   %s (%s):\n", n, span)
 	case "back":
-		fmt.Fprintf(b, "rollback: these %s go away (%s):\n", n, layout.Short(p.Commit)+".."+layout.Short(p.ShipsFrom))
+		these := "these " + n + " go"
+		if l.Total == 1 {
+			these = "this commit goes"
+		}
+		fmt.Fprintf(b, "rollback: %s away (%s):\n", these, layout.Short(p.Commit)+".."+layout.Short(p.ShipsFrom))
 	default:
 		fmt.Fprintf(b, "diverged: %s is not an ancestor of %s (a force push, another branch?); the target has %s:\n", layout.Short(p.ShipsFrom), layout.Short(p.Commit), n)
 	}
