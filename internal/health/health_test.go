@@ -317,7 +317,7 @@ func TestCommandEndsWithinTimeout(t *testing.T) {
 func TestBackoffRestartsWhenTheAppAnswers(t *testing.T) {
 	for _, tt := range []struct {
 		name     string
-		statuses []int // answers in order; the last one repeats
+		statuses []int           // answers in order; the last one repeats
 		want     []time.Duration // in ms
 	}{
 		{"not up yet, then 500", []int{502, 502, 502, 502, 502, 502, 500},
