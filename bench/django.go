@@ -122,10 +122,6 @@ const (
 // (cached or not), with or without its preflight.
 func (d *djangoBench) render(tag, build string, preflight bool) string {
 	y := d.Render(tag, stack.Web, "reload")
-	// The example's timeout, not the tests' shorter one: a loaded machine
-	// may take seconds to boot new workers, and a broken release is
-	// refused on its 500s, not at the timeout.
-	y = d.Replace(y, "    timeout: 5s", "    timeout: 30s")
 	i, j := strings.Index(y, "\nbuild:\n"), strings.Index(y, "\n  - name: revision\n")
 	if i < 0 || j < i {
 		d.T.Fatalf("the example's build section changed:\n%s", y)
