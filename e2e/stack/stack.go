@@ -555,6 +555,25 @@ func (s *Stack) GetFrom(addr, path string) (int, string) {
 	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
+// WaitUp waits until the server at addr answers / with 200: a program
+// supervisord reports RUNNING (startsecs) may not handle its signals yet.
+func (s *Stack) WaitUp(addr string) {
+	s.T.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if resp, err := s.Client.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.T.Fatalf("%s does not answer / within a minute", addr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // WantPage fails unless nginx serves want on /.
 func (s *Stack) WantPage(want string) {
 	s.T.Helper()
