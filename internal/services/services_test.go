@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -226,6 +227,7 @@ func TestSupervisorRPCServer(t *testing.T) {
 		{"here", desired.SupervisorConn{Config: conf("[supervisorctl]\nserverurl = unix://%(here)s/s.sock\n")}, "unix://" + dir + "/s.sock"},
 		{"environment", desired.SupervisorConn{Config: conf("[supervisorctl]\nserverurl: unix://%(ENV_SUP_TEST_DIR)s/s.sock\n")}, "unix:///run/x/s.sock"},
 		{"inet", desired.SupervisorConn{Config: conf("[supervisorctl]\nserverurl=http://127.0.0.1:9002\n")}, "http://127.0.0.1:9002"},
+		{"password never shown", desired.SupervisorConn{ServerURL: "http://admin:s3cret@127.0.0.1:9002"}, "http://admin:xxxxx@127.0.0.1:9002"},
 		{"supervisorctl's default", desired.SupervisorConn{Config: conf("[supervisorctl]\nprompt=x\n")}, "http://localhost:9001"},
 		{"no section", desired.SupervisorConn{Config: conf("[supervisord]\nnodaemon=true\n")}, ""},
 		{"unknown expansion", desired.SupervisorConn{Config: conf("[supervisorctl]\nserverurl=unix://%(host_node_name)s.sock\n")}, ""},
@@ -320,5 +322,28 @@ func waitFile(t *testing.T, name string) {
 			t.Fatalf("%s was not written within a minute", name)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A password in the server URL reaches the server, never a message: a
+// server that does not answer is named without it.
+func TestSupervisorRPCNeverShowsThePassword(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	s, why := SupervisorRPC(desired.SupervisorConn{ServerURL: "http://admin:s3cret@" + addr})
+	if s == nil {
+		t.Fatal(why)
+	}
+	ctx := context.Background()
+	_, err = s.ProcessInfo(ctx, "web")
+	err2 := s.Act(ctx, desired.Service{Name: "web", Manager: "supervisor", Action: "reload", Program: "web"}, io.Discard)
+	for _, e := range []error{err, err2} {
+		if e == nil || strings.Contains(e.Error(), "s3cret") || !strings.Contains(e.Error(), addr) {
+			t.Errorf("error %v: want one naming %s without the password", e, addr)
+		}
 	}
 }

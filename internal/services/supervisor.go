@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,10 +56,11 @@ func SupervisorRPC(conn desired.SupervisorConn) (*Supervisord, string) {
 				here = abs
 			}
 		}
-		var ok bool
-		if url, ok = expand(url, here); !ok {
-			return nil, fmt.Sprintf("serverurl %q of %s: an expansion the reconciler does not know", url, conn.Config)
+		x, ok := expand(url, here)
+		if !ok {
+			return nil, fmt.Sprintf("serverurl %q of %s: an expansion the reconciler does not know", redact(url), conn.Config)
 		}
+		url = x
 		user, _ = expand(ini["username"], here)
 		pass, _ = expand(ini["password"], here)
 	}
@@ -70,9 +72,23 @@ func SupervisorRPC(conn desired.SupervisorConn) (*Supervisord, string) {
 		}
 		return &Supervisord{Server: url, rpc: newRPCClient(filepath.Clean(path), "", user, pass)}, ""
 	case strings.HasPrefix(url, "http://"):
-		return &Supervisord{Server: url, rpc: newRPCClient("", url, user, pass)}, ""
+		u, err := neturl.Parse(url)
+		if err != nil {
+			return nil, fmt.Sprintf("server url %s: %v", redact(url), err)
+		}
+		// A password in the URL is sent (basic auth), never shown.
+		return &Supervisord{Server: u.Redacted(), rpc: newRPCClient("", url, user, pass)}, ""
 	}
-	return nil, fmt.Sprintf("server url %q: neither unix:// nor http://", url)
+	return nil, fmt.Sprintf("server url %q: neither unix:// nor http://", redact(url))
+}
+
+// redact hides what may be a password in a URL that did not parse: all
+// between "://" and the last "@".
+func redact(url string) string {
+	if i, j := strings.Index(url, "://"), strings.LastIndexByte(url, '@'); i >= 0 && j > i {
+		return url[:i+3] + "xxxxx" + url[j:]
+	}
+	return url
 }
 
 // parseINI reads a supervisor config as its parser does (Python's
