@@ -269,10 +269,17 @@ func TestCwdWaitEndsWithTheStepBudget(t *testing.T) {
 	h := newHost(t)
 	pidfile := filepath.Join(h.root, "shared", "app.pid")
 	start := `pid=$(cat ` + pidfile + ` 2>/dev/null) && kill $pid 2>/dev/null; cd "$RECONCILER_ROOT/current" && (sleep 300 >/dev/null 2>&1 & echo $! > ` + pidfile + `)`
+	// The first apply's check has a generous timeout: on a busy machine
+	// even `true` may take 300 ms. The reload's never runs: the wait for
+	// the stale process uses up its budget.
 	svc := func(d *desired.State, action string) *desired.State {
+		timeout := time.Minute
+		if action == "reload" {
+			timeout = 300 * time.Millisecond
+		}
 		d.Services = []desired.Service{{Name: "app", Manager: "command", Action: action, Restart: start, Reload: "true",
 			PIDFile: "shared/app.pid", Timeout: time.Minute,
-			Health: []desired.Check{{Kind: "command", Target: "true", Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond, Failures: 1}}}}
+			Health: []desired.Check{{Kind: "command", Target: "true", Timeout: timeout, Interval: 10 * time.Millisecond, Failures: 1}}}}
 		return d
 	}
 	t.Cleanup(func() {
