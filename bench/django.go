@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	_ "embed"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/reconciler-dev/reconciler/e2e/stack"
+	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/services"
 )
 
 // deployScript is the baseline: the article's bash deploy.
@@ -119,10 +122,6 @@ const (
 // (cached or not), with or without its preflight.
 func (d *djangoBench) render(tag, build string, preflight bool) string {
 	y := d.Render(tag, stack.Web, "reload")
-	// The example's timeout, not the tests' shorter one: a loaded machine
-	// may take seconds to boot new workers, and a broken release is
-	// refused on its 500s, not at the timeout.
-	y = d.Replace(y, "    timeout: 5s", "    timeout: 30s")
 	i, j := strings.Index(y, "\nbuild:\n"), strings.Index(y, "\n  - name: revision\n")
 	if i < 0 || j < i {
 		d.T.Fatalf("the example's build section changed:\n%s", y)
@@ -265,11 +264,27 @@ func steps(sum map[string][]time.Duration, a applied) {
 }
 
 func (d *djangoBench) measure() {
-	// One supervisorctl call, the unit of the reload and of the process
-	// check's polling, against a bare python3 start.
+	// One supervisorctl call, what the reload and the process check's
+	// pid cost before they spoke XML-RPC (and still cost where the
+	// supervisord's socket is not known), against a bare python3 start
+	// and the XML-RPC call that replaced it.
 	ctl := timeCmd(d.runs, "supervisorctl", "-c", d.SupConf, "pid", stack.Web)
 	py := timeCmd(d.runs, "/usr/bin/python3", "-c", "pass")
-	fmt.Fprintf(&d.notes, "  one supervisorctl call %s (python3 -c pass %s): reload runs 2, the process check 1 per poll\n", secs(ctl), secs(py))
+	rpc := "n/a"
+	if sup, why := services.SupervisorRPC(desired.SupervisorConn{Config: d.SupConf}); sup != nil {
+		var ds []time.Duration
+		for i := 0; i < d.runs; i++ {
+			start := time.Now()
+			if _, err := sup.ProcessInfo(context.Background(), stack.Web); err != nil {
+				d.T.Fatalf("xml-rpc getProcessInfo: %v", err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		rpc = fmt.Sprintf("%.1f ms", float64(median(ds))/float64(time.Millisecond))
+	} else {
+		d.T.Errorf("supervisord's socket not found in %s: %s", d.SupConf, why)
+	}
+	fmt.Fprintf(&d.notes, "  one supervisorctl call %s (python3 -c pass %s); the reconciler calls supervisord over XML-RPC instead: %s a call, 1 for the reload, 1 for the process check's pid\n", secs(ctl), secs(py), rpc)
 	ours, theirs := d.upgrades()
 	d.rollback(ours, theirs)
 	d.broken()
@@ -278,10 +293,22 @@ func (d *djangoBench) measure() {
 }
 
 // upgrade is the time from the start of a deploy to nginx serving it, with
-// where the time went.
+// where the time went; for the reconciler, verified is the time to the end
+// of its health step (the release verified serving: what the issue's
+// target measures), before the prune that ends the apply.
 type upgrade struct {
-	times []time.Duration
-	steps map[string][]time.Duration
+	times, verified []time.Duration
+	steps           map[string][]time.Duration
+}
+
+// verifiedAt is when the apply's health step passed, from its start: the
+// apply's time less the steps after the health step (the prunes).
+func verifiedAt(took time.Duration, a applied) time.Duration {
+	after := time.Duration(0)
+	for i := len(a.Steps) - 1; i >= 0 && a.Steps[i].Action != "health"; i-- {
+		after += time.Duration(a.Steps[i].Duration * float64(time.Second))
+	}
+	return took - after
 }
 
 func (d *djangoBench) upgrades() (last, bashLast string) {
@@ -298,6 +325,7 @@ func (d *djangoBench) upgrades() (last, bashLast string) {
 			tag := fmt.Sprintf("%s%d", v.prefix, i)
 			start := time.Now()
 			a := d.mustApply(tag, v.build, true)
+			u.verified = append(u.verified, verifiedAt(time.Since(start), a))
 			d.waitServing(d.Web, tag)
 			u.times = append(u.times, time.Since(start))
 			steps(u.steps, a)
@@ -323,15 +351,16 @@ func (d *djangoBench) upgrades() (last, bashLast string) {
 	}
 	base := secs(median(bash.times))
 	if u := results["cached"]; u != nil {
-		m := median(u.times)
-		d.row("upgrade v1->v2, same requirements, cached deps", secs(m), base, "<= 2 s: "+verdict(m <= 2*time.Second))
+		m := median(u.verified)
+		d.row("upgrade v1->v2, same requirements, cached deps: to verified serving", secs(m), base, "<= 2 s: "+verdict(m <= 2*time.Second))
+		d.row("  the same, to the end of the apply (prune included)", secs(median(u.times)), base, "")
 		d.row("upgrade, requirements changed (cache miss)", secs(median(results["cache miss"].times)), base, "costs the step")
 	} else {
 		d.row("upgrade v1->v2, same requirements, cached deps", "n/a", base, "<= 2 s: not measured, see below")
 		fmt.Fprintf(&d.notes, "  cached build steps are not in this build: %s\n", d.cacheErr)
 	}
-	m := median(results["no cache"].times)
-	d.row("upgrade v1->v2, same requirements, no cache", secs(m), base, "<= 2 s: "+verdict(m <= 2*time.Second))
+	m := median(results["no cache"].verified)
+	d.row("upgrade v1->v2, same requirements, no deps cache: to verified serving", secs(m), base, "<= 2 s: "+verdict(m <= 2*time.Second))
 	d.breakdown("bash", bash.steps)
 	for _, name := range []string{"cached", "cache miss", "no cache"} {
 		if u := results[name]; u != nil {

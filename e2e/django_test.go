@@ -136,6 +136,9 @@ func TestDjangoStack(t *testing.T) {
 	if out, err := exec.Command("supervisorctl", "-c", s.SupConf, "start", stack.Plain).CombinedOutput(); err != nil {
 		t.Fatalf("supervisorctl start: %v\n%s", err, out)
 	}
+	// Up, its HUP handler installed: a HUP before it would end it, and
+	// supervisord would start it again from the new link.
+	s.WaitUp(s.Plain)
 	s.Desired("v2", stack.Plain, "reload")
 	r = s.Reconciler("apply")
 	if r.Code != 1 || !strings.Contains(r.Stderr, "service web still runs from the old release after reload") ||

@@ -90,7 +90,7 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 	}()
 
 	var checkErr, runErr error
-	early := false
+	early, stopped := false, ""
 	select {
 	case checkErr = <-checked:
 		// A server that exited while the checks ran did not answer them:
@@ -99,8 +99,12 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		case runErr = <-exited:
 			early = true
 		default:
+			// The stop is part of the step's time (a graceful shutdown:
+			// gunicorn waits for its workers): say how much.
+			start := time.Now()
 			stop()
 			runErr = <-exited
+			stopped = fmt.Sprintf("stopped the server (%s)", round(time.Since(start)))
 		}
 	case runErr = <-exited:
 		early = true
@@ -109,6 +113,9 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 	}
 	for _, n := range passed {
 		e.View.Note(s, n)
+	}
+	if stopped != "" {
+		e.View.Note(s, stopped)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -85,7 +85,12 @@ func alive(pid int) bool {
 
 func TestPreflightPasses(t *testing.T) {
 	h := newHost(t)
-	res, _ := h.mustApply(h.withPreflight(h.desired(h.commit("v1"))))
+	v := &events{}
+	res, _ := h.mustApply(h.withPreflight(h.desired(h.commit("v1"))), func(o *Options) { o.View = v })
+	// What the step's time went to, the server's stop included.
+	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") || !strings.Contains(n, "stopped the server (") {
+		t.Errorf("notes %q; want the check passed and the server's stop timed", n)
+	}
 	var actions []string
 	for _, s := range res.Plan.Steps {
 		actions = append(actions, string(s.Action))

@@ -42,7 +42,7 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	case plan.Switch:
 		err = e.switchLink(s)
 	case plan.Service:
-		err = splitOutput(e.command(ctx, p, s, "", p.Root, false))
+		err = splitOutput(e.serviceAction(ctx, p, s))
 	case plan.Health:
 		err = splitOutput(e.verify(ctx, p, s))
 	case plan.Fail:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/record"
+	"github.com/reconciler-dev/reconciler/internal/services/supervisortest"
 )
 
 // withHealth adds a global command check that passes only for commits
@@ -267,10 +269,17 @@ func TestCwdWaitEndsWithTheStepBudget(t *testing.T) {
 	h := newHost(t)
 	pidfile := filepath.Join(h.root, "shared", "app.pid")
 	start := `pid=$(cat ` + pidfile + ` 2>/dev/null) && kill $pid 2>/dev/null; cd "$RECONCILER_ROOT/current" && (sleep 300 >/dev/null 2>&1 & echo $! > ` + pidfile + `)`
+	// The first apply's check has a generous timeout: on a busy machine
+	// even `true` may take 300 ms. The reload's never runs: the wait for
+	// the stale process uses up its budget.
 	svc := func(d *desired.State, action string) *desired.State {
+		timeout := time.Minute
+		if action == "reload" {
+			timeout = 300 * time.Millisecond
+		}
 		d.Services = []desired.Service{{Name: "app", Manager: "command", Action: action, Restart: start, Reload: "true",
 			PIDFile: "shared/app.pid", Timeout: time.Minute,
-			Health: []desired.Check{{Kind: "command", Target: "true", Timeout: 300 * time.Millisecond, Interval: 10 * time.Millisecond, Failures: 1}}}}
+			Health: []desired.Check{{Kind: "command", Target: "true", Timeout: timeout, Interval: 10 * time.Millisecond, Failures: 1}}}}
 		return d
 	}
 	t.Cleanup(func() {
@@ -298,5 +307,78 @@ func TestCwdWaitEndsWithTheStepBudget(t *testing.T) {
 		}
 	case <-time.After(time.Minute): // far beyond the 300ms budget on any machine
 		t.Fatal("the wait for the service's processes outlived the step's budget by far")
+	}
+}
+
+// outputs is a view that keeps what each step printed, by step name.
+type outputs struct {
+	events
+	out map[string]*strings.Builder
+}
+
+func (v *outputs) Output(s plan.Step) io.Writer {
+	if v.out[s.Name] == nil {
+		v.out[s.Name] = &strings.Builder{}
+	}
+	return v.out[s.Name]
+}
+
+// A supervisor program whose supervisord the config names is acted on and
+// asked for its pid over XML-RPC, not through supervisorctl (a Python
+// start-up per call): the supervisorctl on the commands' PATH only
+// records that it ran, and fails. A restart moves the program to the new
+// release; a reload that does not re-execute leaves it in the old one, and
+// the process check, with the pid from XML-RPC, catches that (the
+// program ignores SIGHUP, as a server that handles it).
+func TestSupervisorServiceOverXMLRPC(t *testing.T) {
+	h := newHost(t)
+	bin := t.TempDir()
+	calls := filepath.Join(bin, "calls")
+	if err := os.WriteFile(filepath.Join(bin, "supervisorctl"), []byte("#!/bin/sh\necho \"$@\" >> "+calls+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sup := supervisortest.Start(t, `[program:web]
+command=/bin/sh -c 'trap "" HUP; cd `+h.root+`/current && exec sleep 300'
+autostart=false
+autorestart=false
+startsecs=0
+stopsignal=KILL
+`)
+	svc := func(d *desired.State, action string) *desired.State {
+		d.Services = []desired.Service{{Name: "web", Manager: "supervisor", Program: "web", Action: action,
+			Supervisor: desired.SupervisorConn{Config: sup.Config}, Timeout: time.Minute}}
+		return d
+	}
+	old := cwdTimeout
+	cwdTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { cwdTimeout = old })
+	path := func(o *Options) { o.Env = []string{"PATH=" + bin + ":/usr/bin:/bin"} }
+
+	for i, action := range []string{"restart", "restart", "reload"} {
+		v := &outputs{out: map[string]*strings.Builder{}}
+		_, _, err := h.apply(context.Background(), svc(h.desired(h.commit(fmt.Sprintf("v%d", i+1))), action), path, func(o *Options) { o.View = v })
+		switch action {
+		case "restart":
+			if err != nil {
+				t.Fatalf("apply %d (%s): %v", i+1, action, err)
+			}
+			if got := v.out["web"].String(); !strings.HasSuffix(got, "web: started\n") {
+				t.Errorf("apply %d: the service step printed %q; want supervisorctl's words", i+1, got)
+			}
+			found := false
+			for _, n := range v.notes {
+				found = found || strings.HasPrefix(n, "passed web runs from releases/"+h.linked())
+			}
+			if !found {
+				t.Errorf("apply %d: the process check did not pass on the new release: %v", i+1, v.notes)
+			}
+		case "reload":
+			if !strings.Contains(fmt.Sprint(err), "service web still runs from the old release after reload") {
+				t.Errorf("a HUP the program does not re-execute on: %v; want the stale process named", err)
+			}
+		}
+	}
+	if b, err := os.ReadFile(calls); err == nil {
+		t.Errorf("supervisorctl ran:\n%s", b)
 	}
 }

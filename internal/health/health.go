@@ -1,7 +1,7 @@
 // Package health runs health checks: an HTTP request, a TCP connection or
 // a command, tried at once, then again after 50 ms doubling up to its
-// interval, until it passes, the app answers wrongly `failures` times in a
-// row, or its timeout ends.
+// interval (from 50 ms again when the app first answers), until it passes,
+// the app answers wrongly `failures` times in a row, or its timeout ends.
 package health
 
 import (
@@ -44,6 +44,9 @@ type Checker struct {
 	Env    []string // the environment of commands, and of ${VAR} in URLs and bodies
 	User   string   // who command checks run as; "" for the reconciler's own user
 	Client *http.Client
+
+	// after is time.After, but for tests that record the waits.
+	after func(time.Duration) <-chan time.Time
 }
 
 // firstBackoff is the wait before the second attempt; it doubles up to the
@@ -107,6 +110,18 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 	}
 	e := &Error{Check: c.Name()}
 	wrong := 0
+	// streak counts the attempts since the app's answer changed kind (not
+	// up yet, or answering wrongly): the backoff starts again at 50 ms
+	// when the app first answers. Waiting for an app to come up, the
+	// doubling spares it; once it answers, a wrong answer is confirmed at
+	// the same pace as from an app that answered from the first attempt,
+	// not at the pace the wait for its start-up had reached (a second per
+	// attempt: a deterministic 500 refused in 3 s instead of 0.2).
+	streak, wasWrong := 0, false
+	after := k.after
+	if after == nil {
+		after = time.After
+	}
 	for {
 		e.Attempts++
 		err := k.once(ctx, c, expand)
@@ -123,7 +138,8 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 				e.Last, e.Output = re.Summary(), re.Tail
 			}
 		}
-		if errors.As(err, new(*wrongAnswer)) {
+		isWrong := errors.As(err, new(*wrongAnswer))
+		if isWrong {
 			wrong++
 		} else {
 			wrong = 0
@@ -131,14 +147,18 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 		if wrong >= failures {
 			return e
 		}
-		wait := Backoff(e.Attempts+1, c.Interval)
+		if isWrong != wasWrong {
+			streak, wasWrong = 0, isWrong
+		}
+		streak++
+		wait := Backoff(streak+1, c.Interval)
 		if cutShort || time.Until(deadline) <= wait {
 			return e
 		}
 		select {
 		case <-ctx.Done():
 			return e
-		case <-time.After(wait):
+		case <-after(wait):
 		}
 	}
 }

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -307,5 +308,47 @@ func TestCommandEndsWithinTimeout(t *testing.T) {
 	var he *Error
 	if !errors.As(err, &he) || !strings.Contains(err.Error(), "timed out") {
 		t.Fatalf("got %v; want the check timed out", err)
+	}
+}
+
+// A wrong answer after a long wait for the app to come up is confirmed at
+// 50 ms doubling again, not at the pace the wait had reached (the check's
+// interval: a second by default, so a refused release took 3 s more).
+func TestBackoffRestartsWhenTheAppAnswers(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		statuses []int           // answers in order; the last one repeats
+		want     []time.Duration // in ms
+	}{
+		{"not up yet, then 500", []int{502, 502, 502, 502, 502, 502, 500},
+			[]time.Duration{50, 100, 200, 400, 800, 1000, 50, 100}},
+		{"500 from the start", []int{500},
+			[]time.Duration{50, 100}},
+		{"500, not up yet, 500", []int{500, 502, 502, 502, 500},
+			[]time.Duration{50, 50, 100, 200, 50, 100}},
+	} {
+		var hits atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n := min(int(hits.Add(1)), len(tt.statuses))
+			http.Error(w, "no", tt.statuses[n-1])
+		}))
+		var waits []time.Duration // in ms
+		now := make(chan time.Time, 1)
+		k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir(),
+			after: func(d time.Duration) <-chan time.Time {
+				waits = append(waits, d/time.Millisecond)
+				now <- time.Now()
+				return now
+			}}
+		c := check("http", srv.URL+"/health", 3)
+		c.Interval = time.Second
+		err := k.Run(context.Background(), c)
+		srv.Close()
+		if !strings.Contains(fmt.Sprint(err), "status 500") {
+			t.Errorf("%s: %v; want a failure on the 500s", tt.name, err)
+		}
+		if fmt.Sprint(waits) != fmt.Sprint(tt.want) {
+			t.Errorf("%s: waits (ms) %v; want %v", tt.name, waits, tt.want)
+		}
 	}
 }

@@ -114,7 +114,9 @@ type Step struct {
 	Path   string       `json:"path,omitempty"`   // export: the subdirectory of the repository
 	Shared *SharedPaths `json:"shared,omitempty"` // shared: what to link
 	// Health: the services whose processes must run from the release, and
-	// the checks that must pass, in order. Preflight: its checks.
+	// the checks that must pass, in order. Preflight: its checks. Service:
+	// the service it acts on (Run is the same action through its manager's
+	// command line).
 	Services []desired.Service `json:"-"`
 	Checks   []desired.Check   `json:"-"`
 	// Fail: what is recorded.
@@ -574,7 +576,7 @@ func settle(d *desired.State, a *actual.State, name, commit, verify string) (ste
 			}
 			script, _ := services.Script(svc) // the manager was validated by desired
 			steps = append(steps, Step{Action: Service, Release: name, Commit: commit, Name: svc.Name, Detail: svc.Action,
-				Run: script, Timeout: svc.Timeout, Reason: reason})
+				Run: script, Timeout: svc.Timeout, Reason: reason, Services: []desired.Service{svc}})
 		}
 	}
 	if NeedsHealth(d) {
