@@ -174,7 +174,7 @@ func (p *parser) state(n *yaml.Node) *State {
 		haveApp, haveRoot, haveSource bool
 		top                           = deref(n)
 	)
-	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as", "notify"}
+	known := []string{"app", "root", "link", "keep", "source", "shared", "env", "build", "migrate", "preflight", "services", "health", "schedule", "run_as", "notify", "fleet"}
 	ok := p.fields(n, "", known, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "app":
@@ -232,6 +232,8 @@ func (p *parser) state(n *yaml.Node) *State {
 			p.preflight(v, s)
 		case "notify":
 			p.notify(v, s)
+		case "fleet":
+			p.fleet(v, s)
 		}
 	})
 	if !ok {
