@@ -289,7 +289,7 @@ func TestMemberKilledMidRollout(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := deploy(ctx, agents[i], h, rec, cfg.MaxParallel, len(hosts), false)
+			err := deploy(ctx, agents[i], h, rec, nil)
 			rec.mu.Lock()
 			rec.errs[h.name] = err
 			rec.mu.Unlock()

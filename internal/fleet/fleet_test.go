@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,11 +71,14 @@ type recorder struct {
 	// released, at most that many can hold a slot.
 	canaries int
 	released int
+	seq      int            // slots taken so far
+	slotWait map[string]int // host → seq when it last found all slots held
 }
 
 func newRecorder(canaries int) *recorder {
 	r := &recorder{acquiredAt: map[string]time.Time{}, releasedAt: map[string]time.Time{},
-		doneBy: map[string]string{}, errs: map[string]error{}, canaries: canaries}
+		doneBy: map[string]string{}, errs: map[string]error{}, canaries: canaries,
+		slotWait: map[string]int{}}
 	r.cond = sync.NewCond(&r.mu)
 	return r
 }
@@ -86,24 +90,55 @@ func (r *recorder) acquire(host string) {
 	r.max = max(r.max, r.holding)
 	r.acquired = append(r.acquired, host)
 	r.acquiredAt[host] = time.Now()
+	r.seq++
 	r.cond.Broadcast()
 }
 
-// hold keeps a slot until as many hosts hold one as may (maxParallel, or
-// all that can still come in this phase), so the test sees the limit
-// reached, not only respected. It waits on events, not on time.
-func (r *recorder) hold(maxParallel, hosts int) {
+// hold keeps a slot until every host that could take one next has
+// looked at the slots since the last one was taken and found them all
+// held (its OnWait names the holders), or none is left to look. A slot
+// handed out past max_parallel would be taken then, and counted. It waits
+// on events, not on time.
+func (r *recorder) hold(ctx context.Context, canaries []string, hosts []string) {
+	stop := context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		r.cond.Broadcast()
+		r.mu.Unlock()
+	})
+	defer stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for {
-		limit := hosts
-		if r.released < r.canaries {
-			limit = min(r.canaries, hosts)
+	for ctx.Err() == nil {
+		waiting := true
+		for _, h := range hosts {
+			if _, ok := r.acquiredAt[h]; ok {
+				continue
+			}
+			// While a canary holds or waits, only canaries can come.
+			if r.released < len(canaries) && !slices.Contains(canaries, h) {
+				continue
+			}
+			if r.slotWait[h] < r.seq {
+				waiting = false
+			}
 		}
-		if r.holding >= maxParallel || len(r.acquired) >= limit {
+		if waiting {
 			return
 		}
 		r.cond.Wait()
+	}
+}
+
+// onWait is a host's OnWait: it notes when the host last found every
+// slot held.
+func (r *recorder) onWait(host string) func(string) {
+	return func(reason string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if strings.HasPrefix(reason, "waiting for a switch slot") {
+			r.slotWait[host] = r.seq
+			r.cond.Broadcast()
+		}
 	}
 }
 
@@ -126,7 +161,7 @@ type host struct {
 // deploy is what an agent does for a target, as the executor will: build
 // (nothing here), migrate or learn who did, take a slot, switch, check
 // health, release.
-func deploy(ctx context.Context, a *Agent, h host, rec *recorder, maxParallel, hosts int, hold bool) error {
+func deploy(ctx context.Context, a *Agent, h host, rec *recorder, hold func()) error {
 	turn, err := a.Migrate(ctx, target)
 	if err != nil {
 		return err
@@ -151,8 +186,8 @@ func deploy(ctx context.Context, a *Agent, h host, rec *recorder, maxParallel, h
 		return err
 	}
 	rec.acquire(h.name)
-	if hold {
-		rec.hold(maxParallel, hosts)
+	if hold != nil {
+		hold()
 	}
 	// The count goes down before the slot is free, so it never counts a
 	// host that already gave its slot up.
@@ -171,10 +206,21 @@ func runFleet(t *testing.T, endpoints []string, cfg Config, hosts []host, hold b
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	rec := newRecorder(cfg.Canary)
+	var all []string
+	for _, h := range hosts {
+		all = append(all, h.name)
+	}
+	sort.Strings(all)
+	canaries := all[:min(cfg.Canary, len(all))]
+	var holdFn func()
+	if hold {
+		holdFn = func() { rec.hold(ctx, canaries, all) }
+	}
 	agents := make([]*Agent, len(hosts))
 	for i, h := range hosts {
 		c := cfg
 		c.Host = h.name
+		c.OnWait = rec.onWait(h.name)
 		agents[i] = newAgent(t, newClient(t, endpoints), c)
 		if err := agents[i].Report(ctx, Status{State: "building", Target: target.Key()}); err != nil {
 			t.Fatal(err)
@@ -185,7 +231,7 @@ func runFleet(t *testing.T, endpoints []string, cfg Config, hosts []host, hold b
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := deploy(ctx, agents[i], h, rec, cfg.MaxParallel, len(hosts), hold)
+			err := deploy(ctx, agents[i], h, rec, holdFn)
 			rec.mu.Lock()
 			rec.errs[h.name] = err
 			rec.mu.Unlock()

@@ -114,7 +114,7 @@ func (s *Slot) release(ctx context.Context, healthy bool, cause error) error {
 				clientv3.OpPut(fk, msg))
 			if n > a.cfg.MaxFailures {
 				ops = append(ops, clientv3.OpPut(a.rkey(s.t, "halted"),
-					fmt.Sprintf("%d hosts failed, more than max_failures %d (last %s: %s)", n, a.cfg.MaxFailures, host, msg)))
+					fmt.Sprintf("failed hosts: %d, more than max_failures %d (last %s: %s)", n, a.cfg.MaxFailures, host, msg)))
 			}
 		}
 	}
