@@ -71,14 +71,14 @@ type recorder struct {
 	// released, at most that many can hold a slot.
 	canaries int
 	released int
-	seq      int            // slots taken so far
-	slotWait map[string]int // host → seq when it last found all slots held
+	holders  map[string]bool   // hosts holding a slot now
+	slotWait map[string]string // host → the holders it last found holding every slot
 }
 
 func newRecorder(canaries int) *recorder {
 	r := &recorder{acquiredAt: map[string]time.Time{}, releasedAt: map[string]time.Time{},
 		doneBy: map[string]string{}, errs: map[string]error{}, canaries: canaries,
-		slotWait: map[string]int{}}
+		holders: map[string]bool{}, slotWait: map[string]string{}}
 	r.cond = sync.NewCond(&r.mu)
 	return r
 }
@@ -90,13 +90,13 @@ func (r *recorder) acquire(host string) {
 	r.max = max(r.max, r.holding)
 	r.acquired = append(r.acquired, host)
 	r.acquiredAt[host] = time.Now()
-	r.seq++
+	r.holders[host] = true
 	r.cond.Broadcast()
 }
 
-// hold keeps a slot until every host that could take one next has
-// looked at the slots since the last one was taken and found them all
-// held (its OnWait names the holders), or none is left to look. A slot
+// hold keeps a slot until every host that could take one next has found
+// all slots held by the hosts holding one now (its OnWait names them), or
+// none is left to look. A slot
 // handed out past max_parallel would be taken then, and counted. It waits
 // on events, not on time.
 func (r *recorder) hold(ctx context.Context, canaries []string, hosts []string) {
@@ -118,7 +118,7 @@ func (r *recorder) hold(ctx context.Context, canaries []string, hosts []string) 
 			if r.released < len(canaries) && !slices.Contains(canaries, h) {
 				continue
 			}
-			if r.slotWait[h] < r.seq {
+			if r.slotWait[h] != holderSet(r.holders) {
 				waiting = false
 			}
 		}
@@ -135,17 +135,32 @@ func (r *recorder) onWait(host string) func(string) {
 	return func(reason string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if strings.HasPrefix(reason, "waiting for a switch slot") {
-			r.slotWait[host] = r.seq
+		if held, ok := strings.CutPrefix(reason, "waiting for a switch slot (held by "); ok {
+			names := strings.Split(strings.TrimSuffix(held, ")"), ", ")
+			set := map[string]bool{}
+			for _, n := range names {
+				set[n] = true
+			}
+			r.slotWait[host] = holderSet(set)
 			r.cond.Broadcast()
 		}
 	}
+}
+
+func holderSet(m map[string]bool) string {
+	var out []string
+	for h := range m {
+		out = append(out, h)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 func (r *recorder) release(host string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.holding--
+	delete(r.holders, host)
 	r.released++
 	r.releasedAt[host] = time.Now()
 	r.cond.Broadcast()
