@@ -272,9 +272,13 @@ func (a *Agent) waiting(ctx context.Context, reason string) {
 		return
 	}
 	a.log.Info("waiting", zap.String("reason", reason))
-	if a.cfg.OnWait != nil {
-		a.cfg.OnWait(reason)
-	}
+	// The status first, OnWait after: whoever hears of the wait finds it
+	// in etcd.
+	defer func() {
+		if a.cfg.OnWait != nil {
+			a.cfg.OnWait(reason)
+		}
+	}()
 	if reason != ReasonUnreachable {
 		// Best effort: the status is for people; the wait goes on anyway.
 		st.State = "waiting: " + reason
