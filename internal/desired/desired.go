@@ -45,6 +45,10 @@ type State struct {
 	// empty. Not part of the Fingerprint: it changes who hears of a
 	// release, not what is built.
 	Notify []Notify
+	// Fleet, when set, makes this host one of a group rolling out
+	// together through etcd; nil for a single host. Not part of the
+	// Fingerprint.
+	Fleet *Fleet
 }
 
 // Check kinds.

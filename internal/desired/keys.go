@@ -86,6 +86,7 @@ var keyTable = []Key{
 	{Top, "schedule", tStr, false, "when `reconciler run` reconciles: five cron fields or a descriptor like @every 5m, optionally after TZ=<zone>"},
 	{Top, "run_as", tStr, false, "the user (name or uid) build steps, the migration and command checks run as"},
 	{Top, "notify", Type{Kind: List, Elem: &Type{Kind: Obj, Ref: "notify"}}, false, "where a JSON POST goes after an apply"},
+	{Top, "fleet", Type{Kind: Obj, Ref: "fleet"}, false, "many hosts of the app roll a target out in waves, coordinated through etcd"},
 
 	{"source", "repo", tStr, true, "the git repository: a URL, user@host:path, or a local path relative to this file"},
 	{"source", "commit", Type{Kind: Scalar}, true, "the commit to deploy: a SHA (full or short), tag or branch"},
@@ -150,6 +151,19 @@ var keyTable = []Key{
 	{"notify", "url", tStr, false, "an http:// or https:// URL to POST to; never shown"},
 	{"notify", "url_file", tStr, false, "a file holding the URL, read at each send"},
 	{"notify", "on", Type{Kind: List, Elem: &Type{Kind: Enum, Values: []string{NotifyFailure, NotifyBlocked, NotifyRevert, NotifySuccess}}}, false, "the events to send (default failure, blocked, revert)"},
+
+	{"fleet", "etcd", tStrList, false, "the etcd endpoints, http(s)://host:port (or --etcd, RECONCILER_ETCD)"},
+	{"fleet", "tls", Type{Kind: Obj, Ref: "fleet_tls"}, false, "client certificates for etcd; paths relative to this file"},
+	{"fleet", "group", tStr, false, "hosts of the same app and group roll out together (default default)"},
+	{"fleet", "max_parallel", tInt, false, "hosts switching at once (default 1)"},
+	{"fleet", "canary", tInt, false, "the first N hosts, by name, switch alone first"},
+	{"fleet", "soak", tDuration, false, "how long the canaries stay healthy before the rest follow"},
+	{"fleet", "max_failures", tInt, false, "failed hosts allowed before the rollout halts (default 0)"},
+	{"fleet", "migrate", Type{Kind: Enum, Values: []string{FleetMigrateOnce, FleetMigrateEach}}, false, "once: one host migrates per target, the others wait for it (default); each: every host migrates"},
+
+	{"fleet_tls", "ca", tStr, false, "the CA bundle that signs etcd's certificates"},
+	{"fleet_tls", "cert", tStr, false, "the client certificate (with key)"},
+	{"fleet_tls", "key", tStr, false, "the client key (with cert)"},
 }
 
 // keysOf returns the names of mapping in's keys, in table order: what

@@ -227,6 +227,8 @@ func (p *parser) state(n *yaml.Node) *State {
 			p.preflight(v, s)
 		case "notify":
 			p.notify(v, s)
+		case "fleet":
+			p.fleet(v, s)
 		}
 	})
 	if !ok {

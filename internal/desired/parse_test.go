@@ -100,7 +100,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing required", "link: x\n", []string{
 			"d.yaml:1:1: app: is required", "d.yaml:1:1: root: is required", "d.yaml:1:1: source: is required"}},
 		{"unknown key with suggestion", head + "kepe: 3\n", []string{`d.yaml:4:1: kepe: unknown key "kepe" (did you mean "keep"?)`}},
-		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, preflight, services, health, schedule, run_as, notify`}},
+		{"unknown key", head + "zzzzzzzz: 3\n", []string{`d.yaml:4:1: zzzzzzzz: unknown key "zzzzzzzz"; known keys: app, root, link, keep, source, shared, env, build, migrate, preflight, services, health, schedule, run_as, notify, fleet`}},
 		{"run_as bad", head + "run_as: Deploy User\n", []string{`d.yaml:4:9: run_as: "Deploy User" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
 		{"step run_as bad", head + "build: [{name: a, run: x, run_as: \"-x\"}]\n", []string{`d.yaml:4:35: build[0].run_as: "-x" is not a user name (lower-case letters, digits, _ and -, at most 32) or a uid`}},
 		{"duplicate key", head + "app: b\n", []string{"d.yaml:4:1: app: duplicate key (first at line 1)"}},
