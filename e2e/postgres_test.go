@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/reconciler-dev/reconciler/e2e/stack"
 )
@@ -95,15 +96,17 @@ func testWorkerRestart(t *testing.T, s *stack.CeleryStack) {
 	done := make(chan stack.Result, 1)
 	go func() { done <- s.Reconciler("apply") }()
 	// supervisord sent TERM and waits: the worker's warm shutdown lets the
-	// running task finish. Only then is the task let go.
-	s.WaitLong("the worker to be stopping (TERM sent)", func() bool {
+	// running task finish. Only then is the task let go. No deadline of
+	// our own: the apply builds, migrates and preflights v2 first, as long
+	// as that takes, and it ends (its steps have timeouts) if it never
+	// gets here.
+	for s.ProgramState(stack.Worker) != "STOPPING" {
 		select {
 		case r := <-done:
 			t.Fatalf("apply returned while the task was held: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
-		default:
+		case <-time.After(100 * time.Millisecond):
 		}
-		return s.ProgramState(stack.Worker) == "STOPPING"
-	})
+	}
 	if err := os.WriteFile(gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -163,13 +163,15 @@ type TaskResult struct {
 	Error string
 }
 
-// WaitTask waits for task id to finish (60 s at most) and returns how.
+// WaitTask waits for task id to finish (2 minutes at most: a worker
+// starting on a busy machine) and returns how.
 func (s *CeleryStack) WaitTask(id string) TaskResult {
 	s.T.Helper()
 	var r TaskResult
-	// Each request waits 15 s at most in the view, under gunicorn's 30 s.
-	for i := 0; i < 4; i++ {
-		code, body := s.Get("/tasks/" + id + "?wait=15")
+	// Each request waits 8 s at most in the view: under the client's
+	// timeout (10 s) and gunicorn's (30 s).
+	for i := 0; i < 15; i++ {
+		code, body := s.Get("/tasks/" + id + "?wait=8")
 		if err := json.Unmarshal([]byte(body), &r); code != 200 || err != nil {
 			s.T.Fatalf("task %s: %d %s", id, code, body)
 		}
@@ -177,7 +179,7 @@ func (s *CeleryStack) WaitTask(id string) TaskResult {
 			return r
 		}
 	}
-	s.T.Fatalf("task %s still %s after 60 s; worker log:\n%s", id, r.State, s.WorkerLog())
+	s.T.Fatalf("task %s still %s after 2 minutes; worker log:\n%s", id, r.State, s.WorkerLog())
 	return r
 }
 

@@ -31,7 +31,7 @@ def start_revision(request):
 
 
 def task_result(request, task_id):
-    # ?wait=SECONDS waits for the result (under gunicorn's 30 s timeout).
+    # ?wait=SECONDS waits for the result (keep it under gunicorn's 30 s timeout).
     result = AsyncResult(task_id)
     wait = float(request.GET.get("wait", "0"))
     if wait > 0:
