@@ -89,6 +89,9 @@ func testWorkerRestart(t *testing.T, s *stack.CeleryStack) {
 
 	t.Log("2. a task holds the v1 worker, another waits in redis; deploy v2")
 	gate := filepath.Join(s.Dir, "gate")
+	// A failure below must not leave the task, and so the apply and
+	// supervisord's stop, waiting for the gate.
+	defer os.WriteFile(gate, nil, 0o644)
 	running := s.StartTask(gate)
 	s.WaitLong("the held task to start", func() bool { _, err := os.Stat(gate + ".started"); return err == nil })
 	queued := s.StartTask("")
