@@ -55,6 +55,13 @@ type Options struct {
 	Bash bool
 }
 
+// The SQLite stack's project (e2e/testdata) and its configuration
+// (examples/).
+const (
+	defaultApp     = "broken_brackets"
+	defaultExample = "django"
+)
+
 // Stack is a running supervisord and nginx and the app's repository.
 type Stack struct {
 	T                    T
@@ -71,6 +78,14 @@ type Stack struct {
 	Client    *http.Client
 
 	migrations int // migrations committed so far
+
+	// app names the project in e2e/testdata and the paths its example
+	// files use (/srv/<app>, /srv/git/<app>.git); example is the
+	// directory of examples/ the configuration comes from.
+	app, example string
+	// replace are more old, new pairs for Substitute: the addresses of
+	// the stack's other servers.
+	replace []string
 }
 
 // RequireTools says which command the stack needs is missing, with the
@@ -113,18 +128,26 @@ func New(t T, o Options) *Stack {
 	if err := RequireTools(); err != nil {
 		t.Fatalf("%v", err)
 	}
-	s := &Stack{T: t, Dir: o.Dir, ModRoot: o.ModRoot, Bin: o.Bin,
-		Root: filepath.Join(o.Dir, "srv", "broken_brackets"), Repo: filepath.Join(o.Dir, "git", "broken_brackets"),
-		Gunicorn: FreeAddr(t), Plain: FreeAddr(t), Web: FreeAddr(t), SupConf: filepath.Join(o.Dir, "supervisord.conf"),
-		AccessLog: filepath.Join(o.Dir, "access.log")}
+	s := newStack(t, o, defaultApp, defaultExample)
+	s.Plain = FreeAddr(t)
 	if o.Bash {
 		s.BashRoot, s.BashGunicorn, s.BashWeb = filepath.Join(o.Dir, "srv", "bash"), FreeAddr(t), FreeAddr(t)
 	}
-	s.Client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
 	s.InitRepo()
 	s.startSupervisor()
 	s.startNginx()
 	return s
+}
+
+// newStack is a Stack of app configured from examples/<example>, with its
+// addresses picked; nothing started yet.
+func newStack(t T, o Options, app, example string) *Stack {
+	return &Stack{T: t, Dir: o.Dir, ModRoot: o.ModRoot, Bin: o.Bin, app: app, example: example,
+		Root: filepath.Join(o.Dir, "srv", app), Repo: filepath.Join(o.Dir, "git", app),
+		Gunicorn: FreeAddr(t), Web: FreeAddr(t), SupConf: filepath.Join(o.Dir, "supervisord.conf"),
+		AccessLog: filepath.Join(o.Dir, "access.log"),
+		Client:    &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}},
+	}
 }
 
 // Run runs a command in dir with the stack's environment and returns its
@@ -141,10 +164,10 @@ func (s *Stack) Run(dir string, name string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-// Example returns a file of examples/django.
+// Example returns a file of the stack's examples/ directory.
 func (s *Stack) Example(name string) string {
 	s.T.Helper()
-	b, err := os.ReadFile(filepath.Join(s.ModRoot, "examples", "django", name))
+	b, err := os.ReadFile(filepath.Join(s.ModRoot, "examples", s.example, name))
 	if err != nil {
 		s.T.Fatalf("%v", err)
 	}
@@ -153,13 +176,13 @@ func (s *Stack) Example(name string) string {
 
 // Substitute rewrites an example file for this stack's paths and ports.
 func (s *Stack) Substitute(example string) string {
-	return strings.NewReplacer(
-		"/srv/git/broken_brackets.git", s.Repo,
-		"/srv/broken_brackets", s.Root,
+	return strings.NewReplacer(append([]string{
+		"/srv/git/" + s.app + ".git", s.Repo,
+		"/srv/" + s.app, s.Root,
 		"/etc/supervisor/supervisord.conf", s.SupConf,
 		"127.0.0.1:8000", s.Gunicorn,
 		"127.0.0.1:8080", s.Web,
-	).Replace(s.Example(example))
+	}, s.replace...)...).Replace(s.Example(example))
 }
 
 // bashSite rewrites an example file for the deploy script's root.
@@ -194,7 +217,7 @@ func (s *Stack) InitRepo() {
 	if err := os.MkdirAll(s.Repo, 0o755); err != nil {
 		s.T.Fatalf("%v", err)
 	}
-	s.Run(".", "cp", "-r", filepath.Join(s.ModRoot, "e2e", "testdata", "broken_brackets")+"/.", s.Repo)
+	s.Run(".", "cp", "-r", filepath.Join(s.ModRoot, "e2e", "testdata", s.app)+"/.", s.Repo)
 	s.migrations = 1
 	s.git("init", "-q", "-b", "main")
 	s.git("add", "-A")
@@ -302,6 +325,21 @@ func (s *Stack) startSupervisor() {
 			s.T.Fatalf("the plain program still has --chdir")
 		}
 	}
+	conf := web + "\n" + plain
+	// supervisord refuses a program whose log folder is missing; an admin
+	// creates the shared folder once, before the first deploy.
+	dirs := []string{filepath.Join(s.Root, "shared", "var")}
+	if s.BashRoot != "" {
+		conf += "\n" + s.bashSite("supervisor-web.conf")
+		dirs = append(dirs, filepath.Join(s.BashRoot, "shared", "var"))
+	}
+	s.runSupervisord(conf, dirs)
+}
+
+// runSupervisord writes the daemon's configuration with programs, makes
+// dirs and starts supervisord, stopped by cleanup.
+func (s *Stack) runSupervisord(programs string, dirs []string) {
+	s.T.Helper()
 	conf := fmt.Sprintf(`[unix_http_server]
 file=%[1]s/supervisor.sock
 [supervisord]
@@ -313,14 +351,7 @@ childlogdir=%[1]s
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://%[1]s/supervisor.sock
-`, s.Dir) + web + "\n" + plain
-	// supervisord refuses a program whose log folder is missing; an admin
-	// creates the shared folder once, before the first deploy.
-	dirs := []string{filepath.Join(s.Root, "shared", "var")}
-	if s.BashRoot != "" {
-		conf += "\n" + s.bashSite("supervisor-web.conf")
-		dirs = append(dirs, filepath.Join(s.BashRoot, "shared", "var"))
-	}
+`, s.Dir) + programs
 	if err := os.WriteFile(s.SupConf, []byte(conf), 0o644); err != nil {
 		s.T.Fatalf("%v", err)
 	}
@@ -436,7 +467,19 @@ http {
 // WaitFor polls ok every 50 ms for 10 s; a timeout is fatal.
 func (s *Stack) WaitFor(what string, ok func() bool) {
 	s.T.Helper()
-	for i := 0; i < 200; i++ {
+	s.wait(what, 200, ok)
+}
+
+// WaitLong is WaitFor for 60 s: for what a busy machine can take long to
+// start (Python importing Django and Celery).
+func (s *Stack) WaitLong(what string, ok func() bool) {
+	s.T.Helper()
+	s.wait(what, 1200, ok)
+}
+
+func (s *Stack) wait(what string, polls int, ok func() bool) {
+	s.T.Helper()
+	for i := 0; i < polls; i++ {
 		if ok() {
 			return
 		}

@@ -1,0 +1,7 @@
+from django.db import models
+
+
+class Order(models.Model):
+    number = models.CharField(max_length=20, unique=True)
+    note = models.CharField(max_length=200, null=True)
+    priority = models.IntegerField(null=True)
