@@ -195,35 +195,13 @@ func testFailingMigration(t *testing.T, s *stack.CeleryStack) {
 	}
 }
 
-// onRollback is the migrate block of item 1's policies (issue 11).
-func onRollback(policy string) string {
-	return "kind: django\non_rollback: " + policy
-}
-
-// rollback applies tag with migrate: policy and returns what apply did and
-// the rows of django_migrations for shop afterwards.
+// rollback applies tag with migrate.on_rollback: policy and returns what
+// apply did and the rows of django_migrations for shop afterwards.
 func rollback(s *stack.CeleryStack, tag, policy string) (stack.Result, []string) {
 	s.T.Helper()
-	s.Desired(tag, onRollback(policy))
+	s.Desired(tag, policy)
 	r := s.Reconciler("apply")
 	return r, s.PG.Migrations("shop")
-}
-
-// requireRollbackPolicies skips the test when this build of the reconciler
-// refuses migrate.kind/on_rollback (they come with branch migrate); any
-// other refusal of the file fails it.
-func requireRollbackPolicies(t *testing.T, s *stack.CeleryStack) {
-	s.Desired("v1", onRollback("warn"))
-	r := s.Reconciler("validate")
-	if r.Code == 0 {
-		return
-	}
-	// Only the refusal of an unknown key skips: once the keys are known,
-	// any other complaint about them is a failure.
-	if out := r.Stdout + r.Stderr; strings.Contains(out, `migrate.kind: unknown key "kind"`) || strings.Contains(out, `migrate.on_rollback: unknown key "on_rollback"`) {
-		t.Skipf("needs migrate.on_rollback (branch migrate): validate refuses it:\n%s", out)
-	}
-	t.Fatalf("validate: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 }
 
 // testRollbackPolicies rolls v2 back to v1 on PostgreSQL under each
@@ -233,8 +211,7 @@ func requireRollbackPolicies(t *testing.T, s *stack.CeleryStack) {
 // django_migrations and the schema after each. Adding a case is a line:
 // rollback() does the apply and reads django_migrations.
 func testRollbackPolicies(t *testing.T, s *stack.CeleryStack) {
-	requireRollbackPolicies(t, s)
-	deploy(s, "v2", onRollback("warn"))
+	deploy(s, "v2", "warn")
 	s.PG.Query("DELETE FROM shop_order")
 
 	for _, c := range []struct {

@@ -99,22 +99,22 @@ func (s *CeleryStack) Commit(tag string) string {
 // Render returns the example's desired.yaml for this stack at commit;
 // migrate, when not empty, are more keys of the migrate block ("kind:
 // django\non_rollback: warn").
-func (s *CeleryStack) Render(commit, migrate string) string {
+func (s *CeleryStack) Render(commit, onRollback string) string {
 	s.T.Helper()
 	y := s.Substitute("desired.yaml")
 	y = s.Replace(y, "  commit: main", "  commit: "+commit)
 	y = s.Replace(y, "timeout: 30s", "timeout: 10s")
-	if migrate != "" {
-		run := "  run: venv/bin/python manage.py migrate --noinput\n"
-		y = s.Replace(y, run, run+"  "+strings.ReplaceAll(strings.TrimSpace(migrate), "\n", "\n  ")+"\n")
+	if onRollback != "" {
+		y = s.Replace(y, "  on_rollback: warn ", "  on_rollback: "+onRollback+" ")
 	}
 	return y
 }
 
-// Desired writes Render(commit, migrate) as desired.yaml.
-func (s *CeleryStack) Desired(commit, migrate string) string {
+// Desired writes Render(commit, onRollback) as desired.yaml: the example's
+// migrate.on_rollback replaced when onRollback is not "".
+func (s *CeleryStack) Desired(commit, onRollback string) string {
 	s.T.Helper()
-	return s.WriteDesired(s.Render(commit, migrate))
+	return s.WriteDesired(s.Render(commit, onRollback))
 }
 
 // Supervisorctl runs supervisorctl on the stack's supervisord.
