@@ -10,6 +10,7 @@ import (
 	neturl "net/url"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -273,6 +274,15 @@ func (s *Supervisord) actGroup(ctx context.Context, svc desired.Service, g strin
 			return fmt.Errorf("supervisor %s %s %s:*: %w", s.Server, what, g, err)
 		}
 		list, _ := v.([]any)
+		// supervisord answers in the order its processes finished (a
+		// stop's reverse priority, ties by chance): print by name.
+		sort.SliceStable(list, func(i, j int) bool {
+			a, _ := list[i].(map[string]any)
+			b, _ := list[j].(map[string]any)
+			an, _ := a["name"].(string)
+			bn, _ := b["name"].(string)
+			return an < bn
+		})
 		var bad []string
 		for _, x := range list {
 			m, _ := x.(map[string]any)
