@@ -142,6 +142,7 @@ type executor struct {
 	slot        *fleet.Slot
 	migrateTurn *fleet.MigrateTurn
 	doneBy      string
+	reported    bool // the fleet heard the target is built
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.

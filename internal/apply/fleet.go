@@ -45,6 +45,12 @@ func (e *executor) gated(p *plan.Plan) bool {
 // running it.
 func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	t := fleet.Target{Commit: p.Commit, Fingerprint: p.Fingerprint}
+	if !e.reported {
+		// The release is built: say so once, for `fleet status`. Best
+		// effort: the Gate's own call says when etcd is out of reach.
+		e.reported = true
+		e.Fleet.Report(ctx, fleet.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: "built", LastApply: e.Now().UTC()})
+	}
 	switch s.Action {
 	case plan.Migrate:
 		mt, err := e.Fleet.Migrate(ctx, t)
