@@ -12,6 +12,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -40,7 +41,7 @@ const fleetYAML = "fleet: {etcd: [%s], max_parallel: 1, canary: 1, soak: 200ms, 
 
 func newFleet(t *testing.T, n int) *fleetHosts {
 	c := etcdtest.Start(t, 1)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,4 +275,65 @@ func slicesIndexPrefix(s []string, p string) int {
 		}
 	}
 	return 0
+}
+
+// With etcd out of reach, a host never moves to a new target: the apply
+// ends "waiting", retry-later, on the old release. It still repairs drift
+// back to its own release, which asks nothing of etcd.
+func TestFleetEtcdDownWaitsButRepairsDrift(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	f := &fleetHosts{t: t, repo: testgit.New(t), cli: cli, log: filepath.Join(t.TempDir(), "fleet.log")}
+	h := &host{t: t, repo: f.repo, dir: t.TempDir(), keep: 5}
+	h.root = filepath.Join(h.dir, "host")
+	h.l = layout.New(h.root, "current")
+	f.hosts, f.names = []*host{h}, []string{"web-1"}
+	env := func(o *Options) { o.Env = append(o.Env, "HOST=web-1", "FLEETLOG="+f.log) }
+	v1 := f.commit("v1")
+	h.mustApply(f.desired(0, v1, false), env)
+	old := h.linked()
+
+	d := f.desired(0, f.commit("v2"), true)
+	cfg := fleet.ConfigOf(d.Fleet, d.App, "web-1")
+	cfg.OpTimeout, cfg.Poll = 300*time.Millisecond, 100*time.Millisecond
+	a, err := fleet.New(cli, cfg, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c.Members[0].Stop()
+	withGate := func(o *Options) { env(o); o.Fleet = a }
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	res, _, err := h.apply(ctx, d, withGate)
+	var ae *Error
+	var we *fleet.WaitingError
+	if !errors.As(err, &ae) || ae.Kind != RetryLater || !errors.As(err, &we) || we.Reason != fleet.ReasonUnreachable {
+		t.Fatalf("apply with etcd down: %v, want waiting: %s, retry later", err, fleet.ReasonUnreachable)
+	}
+	if res.Result != ResultWaiting {
+		t.Errorf("result %q, want %q", res.Result, ResultWaiting)
+	}
+	if got := h.linked(); got != old {
+		t.Errorf("linked %s with etcd down, want %s", got, old)
+	}
+
+	// Drift: the link removed by hand, repaired back to the host's own
+	// release with etcd still down.
+	if err := os.Remove(h.l.LinkPath()); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	if _, _, err := h.apply(ctx2, f.desired(0, v1, true), withGate); err != nil {
+		t.Fatalf("drift repair with etcd down: %v", err)
+	}
+	if got := h.linked(); got != old {
+		t.Errorf("linked %s after the repair, want %s", got, old)
+	}
 }
