@@ -49,7 +49,7 @@ func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		// The release is built: say so once, for `fleet status`. Best
 		// effort: the Gate's own call says when etcd is out of reach.
 		e.reported = true
-		e.Fleet.Report(ctx, fleet.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: "built", LastApply: e.Now().UTC()})
+		e.Fleet.Report(ctx, fleet.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: fleet.StateBuilt, LastApply: e.Now().UTC()})
 	}
 	switch s.Action {
 	case plan.Migrate:

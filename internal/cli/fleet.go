@@ -244,7 +244,7 @@ type rolloutProgress struct {
 	State      string            `json:"state"` // rolling or halted
 	Halted     string            `json:"halted,omitempty"`
 	Canaries   []string          `json:"canaries,omitempty"`
-	Built      []string          `json:"built"` // hosts with the target built: waiting, switched or done
+	Built      []string          `json:"built"` // hosts that built the target
 	Switched   []string          `json:"switched"`
 	Healthy    []string          `json:"healthy"`
 	Failed     map[string]string `json:"failed"`
@@ -275,16 +275,12 @@ func fleetReport(gs *fleet.GroupStatus) fleetStatusJSON {
 		p := rolloutProgress{Target: r.Target, State: r.State(), Halted: r.Halted, Canaries: r.Canaries,
 			Switched: nonNil(r.Switched), Healthy: nonNil(r.Healthy), Failed: r.Failed, Waiting: []string{},
 			MigratedBy: r.MigratedBy, Migrating: r.Migrating}
-		built := slices.Clone(r.Switched)
+		// A host that switched built first, whether or not it said so
+		// (an older agent, or etcd out of reach when it would have).
+		built := append(slices.Clone(r.Built), r.Switched...)
 		for _, a := range gs.Agents {
-			if a.Target != r.Target {
-				continue
-			}
-			if strings.HasPrefix(a.State, "waiting") {
+			if a.Target == r.Target && strings.HasPrefix(a.State, "waiting") {
 				p.Waiting = append(p.Waiting, a.Host)
-			}
-			if a.State == "built" || strings.HasPrefix(a.State, "waiting") {
-				built = append(built, a.Host)
 			}
 		}
 		slices.Sort(built)

@@ -254,11 +254,21 @@ func (a *Agent) Report(ctx context.Context, s Status) error {
 	b, _ := json.Marshal(s)
 	octx, cancel := a.op(ctx)
 	defer cancel()
-	if _, err := a.cli.Put(octx, a.key("agents", a.cfg.Host), string(b), clientv3.WithLease(sess.Lease())); err != nil {
+	ops := []clientv3.Op{clientv3.OpPut(a.key("agents", a.cfg.Host), string(b), clientv3.WithLease(sess.Lease()))}
+	if s.State == StateBuilt && s.Target != "" && !strings.ContainsAny(s.Target, "/ \t\r\n\x00") {
+		// Kept with the rollout, not the lease: the progress outlives
+		// the agent that reported it, as switched/ and healthy/ do.
+		ops = append(ops, clientv3.OpPut(a.key("rollouts", s.Target, "built", a.cfg.Host), time.Now().UTC().Format(time.RFC3339Nano)))
+	}
+	if _, err := a.cli.Txn(octx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("fleet: report %s: %w", a.cfg.Host, err)
 	}
 	return nil
 }
+
+// StateBuilt is the state an agent reports once the target is built
+// (and migrated), before it asks for a switch slot.
+const StateBuilt = "built"
 
 // waiting tells OnWait and the host's status key why the agent waits,
 // when that changed.
