@@ -15,7 +15,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
-	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/health"
@@ -76,7 +76,7 @@ type Options struct {
 	// Fleet, when set, is asked before the migration and the switch of a
 	// plan moving the host to a new target (see gated); nil for a host on
 	// its own.
-	Fleet fleet.Gate
+	Fleet fleetgate.Gate
 }
 
 // Rollback is what `reconciler rollback` asks for.
@@ -139,8 +139,8 @@ type executor struct {
 	stepLog string
 	// slot is the fleet's switch slot while this apply holds it; doneBy
 	// the host that migrated the target for this one.
-	slot        *fleet.Slot
-	migrateTurn *fleet.MigrateTurn
+	slot        fleetgate.Slot
+	migrateTurn fleetgate.Turn
 	doneBy      string
 	reported    bool // the fleet heard the target is built
 }
@@ -248,7 +248,7 @@ func resultOf(res *Result, err error) string {
 		return history.ResultBlocked
 	case errors.As(err, new(*SuspendedError)):
 		return history.ResultSuspended
-	case errors.As(err, new(*fleet.WaitingError)):
+	case errors.As(err, new(*fleetgate.WaitingError)):
 		return ResultWaiting
 	case errors.As(err, &ae) && errors.Is(ae.Err, ErrInterrupted):
 		return history.ResultInterrupted

@@ -3,7 +3,7 @@ package apply
 import (
 	"errors"
 
-	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/record"
@@ -79,7 +79,7 @@ func classify(step string, err error) *Error {
 		kind = RetryLater
 	case errors.Is(err, ErrInterrupted):
 		kind = RetryLater
-	case errors.As(err, new(*fleet.WaitingError)):
+	case errors.As(err, new(*fleetgate.WaitingError)):
 		// The fleet's turn has not come: the release is built, the next
 		// apply switches when it does.
 		kind = RetryLater

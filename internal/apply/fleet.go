@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
@@ -44,12 +44,12 @@ func (e *executor) gated(p *plan.Plan) bool {
 // gated plan. A migration another host ran is recorded done here without
 // running it.
 func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
-	t := fleet.Target{Commit: p.Commit, Fingerprint: p.Fingerprint}
+	t := fleetgate.Target{Commit: p.Commit, Fingerprint: p.Fingerprint}
 	if !e.reported {
 		// The release is built: say so once, for `fleet status`. Best
 		// effort: the Gate's own call says when etcd is out of reach.
 		e.reported = true
-		e.Fleet.Report(ctx, fleet.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: fleet.StateBuilt, LastApply: e.Now().UTC()})
+		e.Fleet.Report(ctx, fleetgate.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: fleetgate.StateBuilt, LastApply: e.Now().UTC()})
 	}
 	switch s.Action {
 	case plan.Migrate:
@@ -57,8 +57,8 @@ func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		if err != nil {
 			return classify(describe(s), err)
 		}
-		if !mt.Run {
-			e.doneBy = mt.DoneBy
+		if !mt.Run() {
+			e.doneBy = mt.DoneBy()
 			return nil
 		}
 		e.doneBy = ""
@@ -83,7 +83,7 @@ func (e *executor) slotLost() error {
 	select {
 	case <-e.slot.Lost():
 		e.slot = nil
-		return &fleet.WaitingError{Reason: "the switch slot was lost (etcd out of reach)"}
+		return &fleetgate.WaitingError{Reason: "the switch slot was lost (etcd out of reach)"}
 	default:
 		return nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/etcdtest"
 	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/testgit"
@@ -126,7 +127,7 @@ func (f *fleetHosts) applyAll(commit string, withFleet bool) []error {
 			_, _, errs[i] = h.apply(context.Background(), ds[i], func(o *Options) {
 				o.Env = append(o.Env, "HOST="+f.names[i], "FLEETLOG="+f.log)
 				if agents[i] != nil {
-					o.Fleet = agents[i]
+					o.Fleet = agents[i].AsGate()
 				}
 			})
 		})
@@ -306,13 +307,13 @@ func TestFleetEtcdDownWaitsButRepairsDrift(t *testing.T) {
 	}
 	defer a.Close()
 	c.Members[0].Stop()
-	withGate := func(o *Options) { env(o); o.Fleet = a }
+	withGate := func(o *Options) { env(o); o.Fleet = a.AsGate() }
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	res, _, err := h.apply(ctx, d, withGate)
 	var ae *Error
-	var we *fleet.WaitingError
+	var we *fleetgate.WaitingError
 	if !errors.As(err, &ae) || ae.Kind != RetryLater || !errors.As(err, &we) || we.Reason != fleet.ReasonUnreachable {
 		t.Fatalf("apply with etcd down: %v, want waiting: %s, retry later", err, fleet.ReasonUnreachable)
 	}

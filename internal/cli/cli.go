@@ -21,7 +21,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
-	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -185,11 +185,11 @@ func (g *globals) applyError(err error) error {
 	if errors.As(err, &se) {
 		return fmt.Errorf("apply refused: %w\nhint: run `%s` to deploy again", err, g.command().With("resume"))
 	}
-	var we *fleet.WaitingError
+	var we *fleetgate.WaitingError
 	if errors.As(err, &we) {
 		return fmt.Errorf("apply %w\nhint: the host stays on its release until its turn in the fleet; run `%s` again, or see `%s`", we, g.command().With("apply"), g.command().With("fleet status"))
 	}
-	if errors.Is(err, fleet.ErrHalted) {
+	if errors.Is(err, fleetgate.ErrHalted) {
 		return fmt.Errorf("apply refused: %w\nhint: the host stays on its release; a new commit starts a new rollout (see `%s`)", err, g.command().With("fleet status"))
 	}
 	if errors.Is(err, apply.ErrInterrupted) {

@@ -1,3 +1,5 @@
+//go:build fleet
+
 package cli
 
 import (
@@ -22,9 +24,15 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/fleet"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
+
+// FleetSupport: this build links the etcd client and wires fleet:. A
+// build tag, for now, because the client's gRPC and protobuf inits cost
+// every command (see cmd/reconciler/startup_test.go).
+const FleetSupport = true
 
 // fleetFlags are who this host is in its fleet and where etcd is.
 type fleetFlags struct {
@@ -114,12 +122,12 @@ func (a *agents) Close() {
 	a.closeLocked()
 }
 
-// gateOf is ag as apply's Gate: nil, not a nil *Agent, without fleet:.
-func gateOf(ag *fleet.Agent) fleet.Gate {
+// gateOf is ag as apply's Gate: nil without fleet:.
+func gateOf(ag *fleet.Agent) fleetgate.Gate {
 	if ag == nil {
 		return nil
 	}
-	return ag
+	return ag.AsGate()
 }
 
 // reportApply tells the fleet how an apply ended: the release linked now,

@@ -58,7 +58,7 @@ func (m *MigrateTurn) Finish(ctx context.Context, cause error) error {
 // others wait for the record it leaves. A lock whose holder died frees
 // itself with the lease, and the next host migrates.
 func (a *Agent) Migrate(ctx context.Context, t Target) (*MigrateTurn, error) {
-	if err := t.check(); err != nil {
+	if err := checkTarget(t); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	if a.cfg.MigrateEach {

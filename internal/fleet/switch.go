@@ -133,7 +133,7 @@ var errConflict = errors.New("changed concurrently; trying again")
 
 // AcquireSwitch implements Gate.
 func (a *Agent) AcquireSwitch(ctx context.Context, t Target) (*Slot, error) {
-	if err := t.check(); err != nil {
+	if err := checkTarget(t); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	defer a.doneWaiting()
