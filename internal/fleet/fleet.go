@@ -246,7 +246,6 @@ func (a *Agent) Report(ctx context.Context, s Status) error {
 	return nil
 }
 
-
 // waiting tells OnWait and the host's status key why the agent waits,
 // when that changed.
 func (a *Agent) waiting(ctx context.Context, reason string) {
