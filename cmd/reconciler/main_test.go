@@ -43,6 +43,13 @@ func TestScripts(t *testing.T) {
 			}
 			return nil
 		},
+		// [fleet]: the binary wires fleet: (go test -tags fleet).
+		Condition: func(cond string) (bool, error) {
+			if cond == "fleet" {
+				return cli.FleetSupport, nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"treehash":    treehash,
 			"waitfile":    waitfile,
@@ -50,6 +57,7 @@ func TestScripts(t *testing.T) {
 			"corruptpack": corruptpack,
 			"hookserver":  hookserver,
 			"sshserver":   sshserver,
+			"etcd":        etcdServer,
 		},
 	})
 }
@@ -218,4 +226,51 @@ func hookserver(ts *testscript.TestScript, neg bool, args []string) {
 	url += hookSecret
 	ts.Setenv(name, url)
 	ts.Check(os.WriteFile(ts.MkAbs(name+".url"), []byte(url+"\n"), 0o600))
+}
+
+// etcdServer NAME starts a one-member etcd (/usr/bin/etcd) on free
+// loopback ports for the rest of the script, its data under the work
+// directory, and sets $NAME to its client URL once it answers healthy.
+func etcdServer(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: etcd NAME")
+	}
+	var ports [2]int
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ts.Check(err)
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	logf, err := os.Create(ts.MkAbs(args[0] + ".log"))
+	ts.Check(err)
+	cmd := exec.Command("/usr/bin/etcd", "--name", "m0", "--data-dir", ts.MkAbs(args[0]+".data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "m0="+peer, "--initial-cluster-state", "new")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	ts.Check(cmd.Start())
+	ts.Defer(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		resp, err := http.Get(client + "/health")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(b), `"health":"true"`) {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("etcd at %s not healthy after a minute", client)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Setenv(args[0], client)
 }

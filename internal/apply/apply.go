@@ -15,6 +15,7 @@ import (
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/fsx"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/health"
@@ -72,6 +73,10 @@ type Options struct {
 	// Rollback, when set, makes this apply `reconciler rollback`: to a
 	// release on disk, then suspended.
 	Rollback *Rollback
+	// Fleet, when set, is asked before the migration and the switch of a
+	// plan moving the host to a new target (see gated); nil for a host on
+	// its own.
+	Fleet fleetgate.Gate
 }
 
 // Rollback is what `reconciler rollback` asks for.
@@ -132,6 +137,12 @@ type executor struct {
 	// stepLog is the full log the running step's command writes, once
 	// opened: StepResult.Log.
 	stepLog string
+	// slot is the fleet's switch slot while this apply holds it; doneBy
+	// the host that migrated the target for this one.
+	slot        fleetgate.Slot
+	migrateTurn fleetgate.Turn
+	doneBy      string
+	reported    bool // the fleet heard the target is built
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -237,6 +248,8 @@ func resultOf(res *Result, err error) string {
 		return history.ResultBlocked
 	case errors.As(err, new(*SuspendedError)):
 		return history.ResultSuspended
+	case errors.As(err, new(*fleetgate.WaitingError)):
+		return ResultWaiting
 	case errors.As(err, &ae) && errors.Is(ae.Err, ErrInterrupted):
 		return history.ResultInterrupted
 	case err != nil:
@@ -340,7 +353,13 @@ func (e *executor) rollback(ctx context.Context) error {
 
 // perform runs a plan's steps in order. A service action or health check
 // that fails in a plan moving forward is followed by the revert plan.
+// In a fleet, a plan moving to a new target asks the Gate before its
+// migration and its switch, and holds a switch slot until its last check.
 func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
+	gated := e.gated(p)
+	if gated {
+		defer e.dropSlot()
+	}
 	for _, s := range p.Steps {
 		if s.Action == plan.Fetch {
 			continue // done before the plan was made again
@@ -348,12 +367,24 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 		if ctx.Err() != nil {
 			return classify(describe(s), ErrInterrupted)
 		}
+		if gated {
+			if err := e.turn(ctx, p, s); err != nil {
+				return err
+			}
+		}
 		err := e.step(ctx, p, s)
 		if err == nil {
+			if gated && s.Verified && e.slot != nil {
+				e.releaseSlot(ctx, true, nil)
+			}
 			continue
 		}
 		if ctx.Err() == nil && p.RevertsOnFailure() && (s.Action == plan.Service || s.Action == plan.Health) {
-			return e.revert(ctx, s, err)
+			rerr := e.revert(ctx, s, err)
+			if gated && e.slot != nil {
+				e.releaseSlot(ctx, false, err)
+			}
+			return rerr
 		}
 		return err
 	}
@@ -410,6 +441,9 @@ func (e *executor) step(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	e.View.StepDone(sr)
 	hr := history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.recID, Trigger: e.Trigger, Commit: s.Commit,
 		Release: s.Release, Step: describe(s), Result: sr.Result, Duration: sr.Duration, Error: sr.Error, Output: sr.Output}
+	if s.Action == plan.Migrate && e.doneBy != "" {
+		hr.Step += " (done by " + e.doneBy + ")"
+	}
 	if herr := history.Append(e.l.HistoryFile(), hr); herr != nil && err == nil {
 		err = herr
 	}

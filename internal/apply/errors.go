@@ -3,6 +3,7 @@ package apply
 import (
 	"errors"
 
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/lock"
 	"github.com/reconciler-dev/reconciler/internal/record"
@@ -77,6 +78,10 @@ func classify(step string, err error) *Error {
 	case errors.As(err, &ge) && ge.Transient:
 		kind = RetryLater
 	case errors.Is(err, ErrInterrupted):
+		kind = RetryLater
+	case errors.As(err, new(*fleetgate.WaitingError)):
+		// The fleet's turn has not come: the release is built, the next
+		// apply switches when it does.
 		kind = RetryLater
 	}
 	return &Error{Kind: kind, Step: step, Err: err}

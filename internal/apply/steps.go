@@ -180,8 +180,17 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		if !s.Rerun {
 			err = e.ownRelease(s.Release, s.RunAs)
 		}
-		if err == nil {
+		switch {
+		case err != nil:
+		case s.Action == plan.Migrate && e.doneBy != "":
+			// Another host of the fleet migrated the shared database
+			// for this target: recorded done here, not run again.
+			e.View.Note(s, doneByNote(e.doneBy))
+		default:
 			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.Release), true))
+			if s.Action == plan.Migrate {
+				e.finishMigration(ctx, err)
+			}
 		}
 		if err == nil && s.Track != nil {
 			err = e.recordMigrations(ctx, p, s, s.Release, s.Commit)
@@ -457,6 +466,9 @@ func (e *executor) switchLink(s plan.Step) error {
 	}
 	if rec.State != record.Complete {
 		return fmt.Errorf("release %s is %s, not complete; refusing to link it", s.Release, rec.State)
+	}
+	if err := e.slotLost(); err != nil {
+		return err
 	}
 	return fsx.SwitchLink(e.l.LinkPath(), layout.LinkTarget(s.Release))
 }

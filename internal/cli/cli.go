@@ -21,6 +21,7 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/apply"
 	"github.com/reconciler-dev/reconciler/internal/desired"
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 	"github.com/reconciler-dev/reconciler/internal/gitcache"
 	"github.com/reconciler-dev/reconciler/internal/history"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -137,7 +138,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(
 		validateCmd(g), planCmd(g), applyCmd(g), runCmd(g), statusCmd(g), historyCmd(g), logsCmd(g), versionCmd(g),
 		rollbackCmd(g), suspendCmd(g), resumeCmd(g), adoptCmd(g),
-		initCmd(g), schemaCmd(g),
+		initCmd(g), schemaCmd(g), fleetCmd(g),
 	)
 	// --version prints what `version` does; cobra's own flag would need
 	// the text computed before every command.
@@ -183,6 +184,13 @@ func (g *globals) applyError(err error) error {
 	var se *apply.SuspendedError
 	if errors.As(err, &se) {
 		return fmt.Errorf("apply refused: %w\nhint: run `%s` to deploy again", err, g.command().With("resume"))
+	}
+	var we *fleetgate.WaitingError
+	if errors.As(err, &we) {
+		return fmt.Errorf("apply %w\nhint: the host stays on its release until its turn in the fleet; run `%s` again, or see `%s`", we, g.command().With("apply"), g.command().With("fleet status"))
+	}
+	if errors.Is(err, fleetgate.ErrHalted) {
+		return fmt.Errorf("apply refused: %w\nhint: the host stays on its release; a new commit starts a new rollout (see `%s`)", err, g.command().With("fleet status"))
 	}
 	if errors.Is(err, apply.ErrInterrupted) {
 		return fmt.Errorf("apply interrupted: run `%s` to resume", g.command().With("apply"))
@@ -266,6 +274,7 @@ func applyCmd(g *globals) *cobra.Command {
 	var (
 		asJSON, retry bool
 		lockTimeout   time.Duration
+		ff            fleetFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "apply",
@@ -290,7 +299,16 @@ func applyCmd(g *globals) *cobra.Command {
 				// document, never coloured.
 				v = &view.OperationJSON{W: g.stdout, Progress: g.operation(g.stderr)}
 			}
+			// With fleet:, the apply takes its turn among the group's
+			// hosts; the agent's lease goes when the command ends.
+			fa := &agents{f: &ff, log: log}
+			defer fa.Close()
+			ag, err := fa.get(d)
+			if err != nil {
+				return err
+			}
 			res, err := apply.Apply(cmd.Context(), apply.Options{
+				Fleet:       gateOf(ag),
 				Desired:     d,
 				Git:         cache(d, log),
 				Runner:      &runner.Runner{Log: log.Named("run")},
@@ -301,6 +319,7 @@ func applyCmd(g *globals) *cobra.Command {
 				Trigger:     "cli",
 				Env:         os.Environ(),
 			})
+			reportApply(cmd.Context(), ag, d, res, err, log)
 			// After the result is shown; a slow webhook delays the
 			// exit by notifyWait at most, never the deploy.
 			notifyApply(cmd.Context(), d, res, err, log.Named("notify"))
@@ -313,6 +332,7 @@ func applyCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON on stdout (progress goes to stderr)")
 	cmd.Flags().BoolVar(&retry, "retry", false, "build a target that failed before again, from the step that failed")
 	cmd.Flags().DurationVar(&lockTimeout, "lock-timeout", 0, "wait this long for another apply on the same root (default: fail at once)")
+	ff.add(cmd.Flags())
 	return cmd
 }
 

@@ -55,6 +55,7 @@ type runFlags struct {
 	// verifyKeyring, verifyAllowedSigners: whose signature a config
 	// commit must carry.
 	verifyKeyring, verifyAllowedSigners string
+	fleet                               fleetFlags
 }
 
 func runCmd(g *globals) *cobra.Command {
@@ -85,6 +86,7 @@ running step finish within --grace.`,
 	fl.StringVar(&f.logFormat, "log-format", "json", "json or console")
 	fl.DurationVar(&f.grace, "grace", 30*time.Second, "on SIGTERM, how long the running step may finish before it is cancelled")
 	fl.DurationVar(&f.runTimeout, "run-timeout", time.Hour, "deadline of one reconcile")
+	f.fleet.add(fl)
 	return cmd
 }
 
@@ -176,6 +178,10 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 
 	// Notifications are delivered in the background, across runs; the
 	// ones in flight at shutdown get notifyWait, then are dropped.
+	// One fleet agent for the daemon's life: its status stays in etcd
+	// between runs; its lease goes at shutdown.
+	fleetAgents := &agents{f: &f.fleet, log: log}
+	defer fleetAgents.Close()
 	notifier := &notify.Sender{Log: log.Named("notify")}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), notifyWait)
@@ -190,10 +196,17 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 		Timeout:  f.runTimeout,
 		Grace:    f.grace,
 		Apply: func(ctx context.Context, st *desired.State, snap *source.Snapshot, trigger string, rlog *zap.Logger) (*apply.Result, error) {
-			return apply.Apply(ctx, apply.Options{
+			ag, err := fleetAgents.get(st)
+			if err != nil {
+				return nil, err
+			}
+			res, err := apply.Apply(ctx, apply.Options{
 				Desired: st, Git: cache(st, rlog), Runner: &runner.Runner{Log: rlog.Named("cmd")}, Log: rlog,
-				Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(),
+				Trigger: trigger, ConfigCommit: snap.Commit, Env: os.Environ(), Fleet: gateOf(ag),
 			})
+			// Every apply's outcome goes to the group's status.
+			reportApply(ctx, ag, st, res, err, rlog)
+			return res, err
 		},
 	})
 

@@ -57,3 +57,9 @@ func Dial(endpoints []string, t desired.FleetTLS, log *zap.Logger) (*clientv3.Cl
 	}
 	return cli, nil
 }
+
+// ConfigOf is the agent's Config for fleet: of app, as host.
+func ConfigOf(f *desired.Fleet, app, host string) Config {
+	return Config{App: app, Group: f.Group, Host: host, MaxParallel: f.MaxParallel, Canary: f.Canary,
+		Soak: f.Soak, MaxFailures: f.MaxFailures, MigrateEach: f.Migrate == desired.FleetMigrateEach}
+}

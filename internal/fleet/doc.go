@@ -16,6 +16,7 @@
 //	slots/<i>                       a switch slot, i in 0..max_parallel-1, leased
 //	suspended                       present while the group is suspended
 //	rollouts/<target>/canaries      the canary hosts, chosen once (JSON)
+//	rollouts/<target>/built/<h>     h reported the target built
 //	rollouts/<target>/switched/<h>  h took a slot for the target
 //	rollouts/<target>/healthy/<h>   h switched and is healthy
 //	rollouts/<target>/failed/<h>    h failed the target (its error)

@@ -3,7 +3,6 @@ package fleet
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -14,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+
+	"github.com/reconciler-dev/reconciler/internal/fleetgate"
 )
 
 // Gate is what the executor and the daemon ask before acting on a new
@@ -37,51 +38,30 @@ type Gate interface {
 
 var _ Gate = (*Agent)(nil)
 
-// ErrHalted is wrapped by the error of a rollout that stopped: too many
-// hosts failed, or its migration failed. A person must act (a new commit
-// starts a new rollout).
-var ErrHalted = errors.New("rollout halted")
+// The values of a rollout are fleetgate's, so that the executor knows
+// them without linking etcd.
+type (
+	Target       = fleetgate.Target
+	Status       = fleetgate.Status
+	WaitingError = fleetgate.WaitingError
+)
 
-// WaitingError says the host's turn has not come: retry later. Reason is
-// what it waits for, "etcd unreachable" among them.
-type WaitingError struct {
-	Reason string
-	Err    error // the context's error or the last etcd error
-}
+// ErrHalted: see fleetgate.ErrHalted.
+var ErrHalted = fleetgate.ErrHalted
 
-func (e *WaitingError) Error() string { return "waiting: " + e.Reason }
-func (e *WaitingError) Unwrap() error { return e.Err }
+// Waiting reasons and states: see fleetgate.
+const (
+	ReasonUnreachable = fleetgate.ReasonUnreachable
+	StateBuilt        = fleetgate.StateBuilt
+)
 
-// ReasonUnreachable is the waiting reason while etcd does not answer.
-const ReasonUnreachable = "etcd unreachable"
-
-// Target is one rollout: a commit built with a fingerprint
-// (desired.State.Fingerprint).
-type Target struct {
-	Commit, Fingerprint string
-}
-
-// Key is the target's name in etcd keys.
-func (t Target) Key() string { return t.Commit + "-" + t.Fingerprint }
-
-func (t Target) check() error {
+func checkTarget(t Target) error {
 	for _, s := range []string{t.Commit, t.Fingerprint} {
 		if s == "" || strings.ContainsAny(s, "/ \t\r\n\x00") {
 			return fmt.Errorf("target %q: commit and fingerprint must be plain, non-empty names", t.Key())
 		}
 	}
 	return nil
-}
-
-// Status is what an agent reports about its host.
-type Status struct {
-	Host      string    `json:"host"` // filled in by the agent
-	Release   string    `json:"release,omitempty"`
-	Commit    string    `json:"commit,omitempty"`
-	Target    string    `json:"target,omitempty"` // Target.Key
-	State     string    `json:"state"`            // e.g. building, waiting: …, switching, healthy, failed
-	LastApply time.Time `json:"last_apply,omitzero"`
-	Message   string    `json:"message,omitempty"`
 }
 
 // Config is an agent's part in its group: fleet: plus who it is.
@@ -254,7 +234,13 @@ func (a *Agent) Report(ctx context.Context, s Status) error {
 	b, _ := json.Marshal(s)
 	octx, cancel := a.op(ctx)
 	defer cancel()
-	if _, err := a.cli.Put(octx, a.key("agents", a.cfg.Host), string(b), clientv3.WithLease(sess.Lease())); err != nil {
+	ops := []clientv3.Op{clientv3.OpPut(a.key("agents", a.cfg.Host), string(b), clientv3.WithLease(sess.Lease()))}
+	if s.State == StateBuilt && s.Target != "" && !strings.ContainsAny(s.Target, "/ \t\r\n\x00") {
+		// Kept with the rollout, not the lease: the progress outlives
+		// the agent that reported it, as switched/ and healthy/ do.
+		ops = append(ops, clientv3.OpPut(a.key("rollouts", s.Target, "built", a.cfg.Host), time.Now().UTC().Format(time.RFC3339Nano)))
+	}
+	if _, err := a.cli.Txn(octx).Then(ops...).Commit(); err != nil {
 		return fmt.Errorf("fleet: report %s: %w", a.cfg.Host, err)
 	}
 	return nil

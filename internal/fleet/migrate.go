@@ -58,7 +58,7 @@ func (m *MigrateTurn) Finish(ctx context.Context, cause error) error {
 // others wait for the record it leaves. A lock whose holder died frees
 // itself with the lease, and the next host migrates.
 func (a *Agent) Migrate(ctx context.Context, t Target) (*MigrateTurn, error) {
-	if err := t.check(); err != nil {
+	if err := checkTarget(t); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	if a.cfg.MigrateEach {
@@ -133,4 +133,24 @@ func (a *Agent) tryMigrate(ctx context.Context, t Target) (*MigrateTurn, string,
 	}
 	a.log.Info("took the migration lock", zap.String("target", t.Key()))
 	return &MigrateTurn{Run: true, a: a, t: t, sess: sess}, "", 0, nil
+}
+
+// Abandon gives up the migration lock without a record: the migration was
+// interrupted, not failed, and the next host to ask migrates. When etcd
+// does not answer, the session is dropped so the lease, and the lock,
+// expire.
+func (m *MigrateTurn) Abandon() {
+	if m.sess == nil || !m.Run {
+		return
+	}
+	a := m.a
+	lk := a.rkey(m.t, "migrate", "lock")
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.OpTimeout)
+	defer cancel()
+	_, err := a.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(lk), "=", m.sess.Lease())).
+		Then(clientv3.OpDelete(lk)).Commit()
+	if err != nil {
+		a.log.Warn("abandon the migration lock: etcd", zap.Error(err))
+		a.dropSession(m.sess)
+	}
 }

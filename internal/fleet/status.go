@@ -24,6 +24,7 @@ type GroupStatus struct {
 type Rollout struct {
 	Target     string
 	Canaries   []string
+	Built      []string // hosts that reported the target built, sorted
 	Switched   []string // hosts that took a slot, sorted
 	Healthy    []string
 	Failed     map[string]string // host → why
@@ -82,6 +83,8 @@ func ReadGroup(ctx context.Context, cli *clientv3.Client, app, group string) (*G
 				r.MigratedBy = v
 			case rest == "migrate/lock":
 				r.Migrating, _, _ = strings.Cut(v, " ")
+			case len(parts) == 4 && parts[2] == "built":
+				r.Built = append(r.Built, parts[3])
 			case len(parts) == 4 && parts[2] == "switched":
 				r.Switched = append(r.Switched, parts[3])
 			case len(parts) == 4 && parts[2] == "healthy":

@@ -133,7 +133,7 @@ var errConflict = errors.New("changed concurrently; trying again")
 
 // AcquireSwitch implements Gate.
 func (a *Agent) AcquireSwitch(ctx context.Context, t Target) (*Slot, error) {
-	if err := t.check(); err != nil {
+	if err := checkTarget(t); err != nil {
 		return nil, fmt.Errorf("fleet: %w", err)
 	}
 	defer a.doneWaiting()
@@ -320,4 +320,23 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Abandon frees the slot without recording an outcome: the apply holding
+// it stopped before the switch was judged (interrupted, or a step before
+// the switch failed). When etcd does not answer, the session is dropped so
+// the lease, and the slot, expire.
+func (s *Slot) Abandon() {
+	a := s.a
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.OpTimeout)
+	defer cancel()
+	// Deleted only while it is still this session's.
+	_, err := a.cli.Txn(ctx).If(clientv3.Compare(clientv3.LeaseValue(s.key), "=", s.sess.Lease())).
+		Then(clientv3.OpDelete(s.key)).Commit()
+	if err != nil {
+		a.log.Warn("abandon slot: etcd", zap.Error(err))
+		a.dropSession(s.sess)
+		return
+	}
+	a.log.Info("abandoned slot", zap.Int("slot", s.index))
 }
