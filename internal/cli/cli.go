@@ -224,7 +224,7 @@ func validateCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "%s: valid (app %s, root %s, %d build steps, %d services)\n", g.file, d.App, d.Root, len(d.Build), len(d.Services))
+			fmt.Fprintf(g.stdout, "%s: valid (app %s, root %s, %s, %s)\n", g.file, d.App, d.Root, count(len(d.Build), "build step"), count(len(d.Services), "service"))
 			return nil
 		},
 	}
@@ -518,4 +518,12 @@ func statusReport(ctx context.Context, d *desired.State, log *zap.Logger) (*stat
 	}
 	svcs := status.ObserveServices(ctx, d, &runner.Runner{Log: log.Named("run")})
 	return status.Make(d, a, last, svcs), nil
+}
+
+// count says n things, in the singular for one.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
