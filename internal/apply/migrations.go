@@ -171,15 +171,17 @@ func (e *executor) reverse(ctx context.Context, p *plan.Plan, s plan.Step) error
 		err = e.recordMigrations(ctx, p, s, s.In, s.InCommit)
 	}
 	if err != nil {
-		return e.migrationFailed(ctx, s, err)
+		return e.failed(ctx, s, record.MigrateFailed, err)
 	}
 	return nil
 }
 
-// migrationFailed records the target failed at a migration step run for
-// it before its switch (a reverse, a migrate run again), unless the step
-// was stopped from outside.
-func (e *executor) migrationFailed(ctx context.Context, s plan.Step, err error) error {
+// failed records the release failed at step s with event (BuildFailed,
+// or MigrateFailed for a reverse or a migrate run again before its
+// switch), unless the step was stopped from outside: that is not the
+// release's fault, so it stays resumable. When the record cannot be
+// written the release keeps its state and the next apply resumes it.
+func (e *executor) failed(ctx context.Context, s plan.Step, event record.Event, err error) error {
 	if ctx.Err() != nil {
 		return err
 	}
@@ -188,7 +190,7 @@ func (e *executor) migrationFailed(ctx context.Context, s plan.Step, err error) 
 	if errors.As(err, &sf) {
 		f.Output = sf.output
 	}
-	if werr := e.transition(s.Release, record.Change{Event: record.MigrateFailed, Failure: f}); werr != nil {
+	if werr := e.transition(s.Release, record.Change{Event: event, Failure: f}); werr != nil {
 		return fmt.Errorf("%w; recording the failure failed too: %v", err, werr)
 	}
 	return err

@@ -197,27 +197,13 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		}
 		if s.Rerun {
 			if err != nil {
-				return e.migrationFailed(ctx, s, err)
+				return e.failed(ctx, s, record.MigrateFailed, err)
 			}
 			return nil
 		}
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			// Stopped from outside: not the release's fault, so it stays
-			// resumable, not failed.
-			return err
-		}
-		f := &record.Failure{Step: s.Name, Error: err.Error()}
-		var sf *stepFailure
-		if errors.As(err, &sf) {
-			f.Output = sf.output
-		}
-		if werr := e.transition(s.Release, record.Change{Event: record.BuildFailed, Failure: f}); werr != nil {
-			// The release stays "building": the next apply resumes it.
-			return fmt.Errorf("%w; recording the failure failed too: %v", err, werr)
-		}
-		return err
+		return e.failed(ctx, s, record.BuildFailed, err)
 	}
 	if s.Completes {
 		// A complete release is the reconciler's again: the run_as user
