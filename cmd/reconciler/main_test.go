@@ -43,13 +43,6 @@ func TestScripts(t *testing.T) {
 			}
 			return nil
 		},
-		// [fleet]: the binary wires fleet: (go test -tags fleet).
-		Condition: func(cond string) (bool, error) {
-			if cond == "fleet" {
-				return cli.FleetSupport, nil
-			}
-			return false, fmt.Errorf("unknown condition %q", cond)
-		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"treehash":    treehash,
 			"waitfile":    waitfile,

@@ -1,5 +1,3 @@
-//go:build fleet
-
 package cli
 
 import (
@@ -28,11 +26,6 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
-
-// FleetSupport: this build links the etcd client and wires fleet:. A
-// build tag, for now, because the client's gRPC and protobuf inits cost
-// every command (see cmd/reconciler/startup_test.go).
-const FleetSupport = true
 
 // fleetFlags are who this host is in its fleet and where etcd is.
 type fleetFlags struct {
