@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -242,5 +243,22 @@ func TestLoadVerifyFileMissing(t *testing.T) {
 				t.Errorf("Parse: %v", err)
 			}
 		})
+	}
+}
+
+// urlScheme reads what git's is_url reads: the regexp it replaced is the
+// oracle here.
+func TestURLSchemeIsGitsIsURL(t *testing.T) {
+	re := regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9+.-]*)://`)
+	for _, in := range []string{
+		"https://github.com/a/b", "git+ssh://h/p", "svn+ssh.x-y://h", "HTTP://h/p", "0ab://h",
+		"+ab://h", "-x://h", ".x://h", "://h", "a:b://h", "/srv/x://y", "./a://b", "git@host:path",
+		"host:path://x", "a b://h", "ab:/h", "ab//h", "", "a://", "ü://h", "file:///srv/x",
+	} {
+		scheme, ok := urlScheme(in)
+		m := re.FindStringSubmatch(in)
+		if ok != (m != nil) || ok && scheme != m[1] {
+			t.Errorf("urlScheme(%q) = %q, %v; git's is_url reads %q", in, scheme, ok, m)
+		}
 	}
 }
