@@ -137,6 +137,9 @@ type executor struct {
 	// stepLog is the full log the running step's command writes, once
 	// opened: StepResult.Log.
 	stepLog string
+	// early is the preflight's server, started while the migrations were
+	// recorded; stopping, one stopping after its checks passed.
+	early, stopping *preflightServer
 	// slot is the fleet's switch slot while this apply holds it; doneBy
 	// the host that migrated the target for this one.
 	slot        fleetgate.Slot
@@ -356,6 +359,7 @@ func (e *executor) rollback(ctx context.Context) error {
 // In a fleet, a plan moving to a new target asks the Gate before its
 // migration and its switch, and holds a switch slot until its last check.
 func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
+	defer e.finishPreflight()
 	gated := e.gated(p)
 	if gated {
 		defer e.dropSlot()

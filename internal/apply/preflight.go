@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,41 +36,166 @@ func freePort() (int, error) {
 	return port, ln.Close()
 }
 
-// preflight starts the step's server in the release on a free loopback
-// port, named by RECONCILER_PREFLIGHT_PORT, runs its checks against it and
-// stops it: SIGTERM to its process group, SIGKILL after the runner's
-// grace, so nothing it started is left running. The step's timeout bounds
-// the start and the checks. A server that exits before its checks pass,
-// or a check that fails, fails the step with the server's last output.
-func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) error {
+// preflightServer is a preflight's server running in its release.
+type preflightServer struct {
+	release string
+	port    int
+	dir     string
+	env     []string
+	logPath string
+	log     *os.File
+	out     *lateWriter
+	exited  chan error
+	stop    context.CancelFunc
+	// stopped is closed when a server stopped in the background (after
+	// its checks passed) has exited.
+	stopped chan struct{}
+}
+
+// startPreflight starts step s's server in its release on a free loopback
+// port, named by RECONCILER_PREFLIGHT_PORT. Its output goes to the step's
+// log, and to the view once the step has started (attach).
+func (e *executor) startPreflight(ctx context.Context, p *plan.Plan, s plan.Step) (*preflightServer, error) {
 	port, err := preflightPort()
 	if err != nil {
-		return fmt.Errorf("pick a loopback port: %w", err)
+		return nil, fmt.Errorf("pick a loopback port: %w", err)
 	}
-	dir := e.l.ReleaseDir(s.Release)
-	env := append(e.env(p, s.Release, s.Commit), "RECONCILER_PREFLIGHT_PORT="+strconv.Itoa(port))
-	out := e.View.Output(s)
-	if out == nil {
-		out = io.Discard
-	}
-	logPath := e.l.StepLog(s.Release, s.Name)
-	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return err
+	srv := &preflightServer{release: s.Release, port: port, dir: e.l.ReleaseDir(s.Release),
+		env:     append(e.env(p, s.Release, s.Commit), "RECONCILER_PREFLIGHT_PORT="+strconv.Itoa(port)),
+		logPath: e.l.StepLog(s.Release, s.Name), exited: make(chan error, 1)}
+	if err := os.MkdirAll(filepath.Dir(srv.logPath), 0o755); err != nil {
+		return nil, err
 	}
 	// The server's output may hold secrets: the log is the reconciler's alone.
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
+	srv.log, err = os.OpenFile(srv.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer f.Close()
-	e.stepLog = logPath
-
+	srv.out = &lateWriter{log: srv.log}
 	srvCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	exited := make(chan error, 1)
+	srv.stop = stop
 	go func() {
-		exited <- e.Runner.Run(srvCtx, runner.Command{Name: "preflight", Script: s.Run, Dir: dir, Env: env,
-			Output: io.MultiWriter(f, out), Contain: true, User: s.RunAs})
+		srv.exited <- e.Runner.Run(srvCtx, runner.Command{Name: "preflight", Script: s.Run, Dir: srv.dir, Env: srv.env,
+			Output: srv.out, Contain: true, User: s.RunAs})
+	}()
+	return srv, nil
+}
+
+// shutdown stops the server and waits for it: SIGTERM to its process
+// group, SIGKILL after the runner's grace. It returns how the server
+// ended.
+func (srv *preflightServer) shutdown() error {
+	srv.stop()
+	err := <-srv.exited
+	srv.log.Close()
+	return err
+}
+
+// startPreflightEarly starts the server of the preflight that follows the
+// migrate step s, if one does, while the migrations are recorded: both
+// are a start of the app (a second or so of Python each), on cores of
+// their own. The server starts after the migration ran, as it would in
+// its own step; its checks run in that step.
+func (e *executor) startPreflightEarly(ctx context.Context, p *plan.Plan, s plan.Step) {
+	for i, x := range p.Steps {
+		if x.Action == s.Action && x.Name == s.Name && x.Release == s.Release && x.Rerun == s.Rerun {
+			if i+1 < len(p.Steps) && p.Steps[i+1].Action == plan.Preflight && p.Steps[i+1].Release == s.Release {
+				// A server that fails to start here is started again by
+				// its step, which reports why.
+				e.early, _ = e.startPreflight(ctx, p, p.Steps[i+1])
+			}
+			return
+		}
+	}
+}
+
+// finishPreflight stops a server started early whose step did not run,
+// and waits for one stopping in the background: none outlives the apply.
+func (e *executor) finishPreflight() {
+	if e.early != nil {
+		e.early.shutdown()
+		e.early = nil
+	}
+	if e.stopping != nil {
+		<-e.stopping.stopped
+		e.stopping = nil
+	}
+}
+
+// lateWriter writes to the log, and to the view once attached, replaying
+// what the log holds so far: a server started before its step shows its
+// whole output under the step.
+type lateWriter struct {
+	mu      sync.Mutex
+	log     io.Writer
+	early   []byte
+	view    io.Writer
+	dropped bool
+}
+
+// maxEarly bounds the output kept for the view before its step starts;
+// the log has all of it.
+const maxEarly = 64 << 10
+
+func (w *lateWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.view != nil {
+		w.view.Write(b)
+	} else if len(w.early)+len(b) <= maxEarly {
+		w.early = append(w.early, b...)
+	} else {
+		w.dropped = true
+	}
+	return w.log.Write(b)
+}
+
+func (w *lateWriter) attach(view io.Writer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if view == nil {
+		view = io.Discard
+	}
+	if w.view != nil {
+		w.view = view
+		return
+	}
+	view.Write(w.early)
+	if w.dropped {
+		fmt.Fprintf(view, "[more output in the step's log]\n")
+	}
+	w.view, w.early = view, nil
+}
+
+// preflight runs the step's checks against its server — the one started
+// while the migrations were recorded, or a new one — then stops the
+// server: in the background when the checks passed (it serves no one, and
+// the apply waits for it before it returns), at once otherwise. The
+// step's timeout bounds the start and the checks. A server that exits
+// before its checks pass, or a check that fails, fails the step with the
+// server's last output.
+func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	srv := e.early
+	e.early = nil
+	if srv != nil && srv.release != s.Release {
+		srv.shutdown()
+		srv = nil
+	}
+	if srv == nil {
+		var err error
+		if srv, err = e.startPreflight(ctx, p, s); err != nil {
+			return err
+		}
+	}
+	srv.out.attach(e.View.Output(s))
+	e.stepLog = srv.logPath
+	dir, env, port, exited := srv.dir, srv.env, srv.port, srv.exited
+	background := false
+	defer func() {
+		if !background {
+			srv.stop()
+			srv.log.Close()
+		}
 	}()
 
 	checkCtx, cancel := context.WithTimeout(ctx, s.Timeout)
@@ -90,7 +216,7 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 	}()
 
 	var checkErr, runErr error
-	early, stopped := false, ""
+	early := false
 	select {
 	case checkErr = <-checked:
 		// A server that exited while the checks ran did not answer them:
@@ -99,12 +225,21 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		case runErr = <-exited:
 			early = true
 		default:
-			// The stop is part of the step's time (a graceful shutdown:
-			// gunicorn waits for its workers): say how much.
-			start := time.Now()
-			stop()
-			runErr = <-exited
-			stopped = fmt.Sprintf("stopped the server (%s)", round(time.Since(start)))
+			if checkErr == nil && ctx.Err() == nil {
+				// Passed: the server stops while the switch goes on (a
+				// graceful stop: gunicorn waits for its workers).
+				background = true
+				srv.out.attach(io.Discard) // what it says while it stops is the log's
+				srv.stopped = make(chan struct{})
+				e.stopping = srv
+				go func() {
+					srv.shutdown()
+					close(srv.stopped)
+				}()
+			} else {
+				srv.stop()
+				runErr = <-exited
+			}
 		}
 	case runErr = <-exited:
 		early = true
@@ -114,8 +249,8 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 	for _, n := range passed {
 		e.View.Note(s, n)
 	}
-	if stopped != "" {
-		e.View.Note(s, stopped)
+	if background {
+		e.View.Note(s, "the server stops in the background")
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

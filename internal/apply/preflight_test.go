@@ -16,11 +16,11 @@ import (
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
 
-// preflightServer is the app a preflight starts: it serves /health from
+// preflightApp is the app a preflight starts: it serves /health from
 // the release, answers 500 when the release holds BROKEN, ignores SIGTERM
 // when it holds IGNORE_TERM, and writes its pid and its child's pid (a
 // worker it forked) to shared/.
-const preflightServer = `import http.server, os, signal, subprocess, sys
+const preflightApp = `import http.server, os, signal, subprocess, sys
 if os.path.exists("IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 shared = os.environ["RECONCILER_SHARED"]
@@ -40,7 +40,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["RECONCILER_PREFLIGHT_PORT"]
 
 func (h *host) withPreflight(d *desired.State) *desired.State {
 	h.t.Helper()
-	if err := os.WriteFile(filepath.Join(h.root, "shared", "server.py"), []byte(preflightServer), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(h.root, "shared", "server.py"), []byte(preflightApp), 0o644); err != nil {
 		h.t.Fatal(err)
 	}
 	d.Preflight = &desired.Preflight{Run: `exec /usr/bin/python3 -u "$RECONCILER_SHARED/server.py"`, Timeout: time.Minute,
@@ -87,9 +87,10 @@ func TestPreflightPasses(t *testing.T) {
 	h := newHost(t)
 	v := &events{}
 	res, _ := h.mustApply(h.withPreflight(h.desired(h.commit("v1"))), func(o *Options) { o.View = v })
-	// What the step's time went to, the server's stop included.
-	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") || !strings.Contains(n, "stopped the server (") {
-		t.Errorf("notes %q; want the check passed and the server's stop timed", n)
+	// The server stops while the switch goes on; the apply waits for it
+	// (serverGone below).
+	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") || !strings.Contains(n, "the server stops in the background") {
+		t.Errorf("notes %q; want the check passed and the server stopped in the background", n)
 	}
 	var actions []string
 	for _, s := range res.Plan.Steps {
@@ -178,5 +179,53 @@ func TestPreflightPortInUse(t *testing.T) {
 func TestPreflightKillsServerIgnoringTerm(t *testing.T) {
 	h := newHost(t)
 	h.mustApply(h.withPreflight(h.desired(h.commit("v1", "IGNORE_TERM"))), func(o *Options) { o.Runner.KillGrace = 100 * time.Millisecond })
+	h.serverGone()
+}
+
+// With migrations tracked, the preflight's server starts as soon as the
+// migration ran, while the migrations are recorded (two starts of the app
+// at once, not one after the other): here the listing of the applied
+// migrations returns only once the server wrote its pids, which it never
+// would if the server started after it. The checks still pass in the
+// preflight step, and the server is gone when the apply returns.
+func TestPreflightStartsWhileMigrationsAreRecorded(t *testing.T) {
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	d := h.withPreflight(h.tracked(h.commit("v1"), desired.OnRollbackWarn))
+	d.Migrate.Timeout = 30 * time.Second // the old order fails here, after this
+	d.Migrate.Migrations.Applied = `while [ ! -s "$RECONCILER_SHARED/preflight.pids" ]; do sleep 0.01; done; cat "$RECONCILER_SHARED/db"`
+	v := &events{}
+	res, _ := h.mustApply(d, func(o *Options) { o.View = v })
+	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") {
+		t.Errorf("notes %q; want the preflight's check passed", n)
+	}
+	if m := h.migrationsRecord(); len(m.Applied) != 1 || m.Applied[0] != "shop.0001_initial" {
+		t.Errorf("migrations record %+v; want shop.0001_initial applied", m)
+	}
+	if rec := h.record(res.Release); rec.State != record.Complete {
+		t.Errorf("record %+v; want complete", rec)
+	}
+	h.serverGone()
+}
+
+// A server started early is stopped when the recording of the migrations
+// fails: the release fails at its migrate step, and nothing is left
+// running.
+func TestPreflightStartedEarlyStopsWhenRecordingFails(t *testing.T) {
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	d := h.withPreflight(h.tracked(h.commit("v1"), desired.OnRollbackWarn))
+	d.Migrate.Timeout = 30 * time.Second
+	d.Migrate.Migrations.Applied = `while [ ! -s "$RECONCILER_SHARED/preflight.pids" ]; do sleep 0.01; done; echo "database unreachable" >&2; exit 3`
+	res, _, err := h.apply(context.Background(), d)
+	if err == nil {
+		t.Fatal("applied with a migration listing that fails")
+	}
+	if rec := h.record(res.Release); rec.State != record.Failed || rec.Failure == nil || rec.Failure.Step != "migrate" {
+		t.Errorf("record %+v; want failed at migrate", rec)
+	}
+	if _, err := os.Lstat(h.l.LinkPath()); err == nil {
+		t.Error("the link was made")
+	}
 	h.serverGone()
 }

@@ -193,6 +193,9 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 			}
 		}
 		if err == nil && s.Track != nil {
+			if s.Action == plan.Migrate && !s.Rerun {
+				e.startPreflightEarly(ctx, p, s)
+			}
 			err = e.recordMigrations(ctx, p, s, s.Release, s.Commit)
 		}
 		if s.Rerun {
