@@ -18,6 +18,8 @@
 // fetch` (see fetch.go).
 // django: issue 10's figures on the e2e Django stack, against the
 // article's bash deploy on the same stack (bench/django.go).
+// fleet: issue 12's simulation, 50 agents and one etcd on this machine
+// rolling out a release and halting a broken one (bench/fleet.go).
 package main
 
 import (
@@ -30,6 +32,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,7 +44,7 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, startup, rollback, export, clone, daemon, health, history, django")
+	only := flag.String("only", "", "run one benchmark: converged, startup, rollback, export, clone, daemon, health, history, django, fleet")
 	flag.Parse()
 	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10, quick: *quick}
 	if *quick {
@@ -49,16 +52,17 @@ func main() {
 	}
 	dir, err := os.MkdirTemp("", "reconciler-bench-")
 	check(err)
-	defer os.RemoveAll(dir)
+	atExit(func() { os.RemoveAll(dir) })
+	defer exit(0)
 	b.dir = dir
 	b.bin = filepath.Join(dir, "reconciler")
 	run("go", "build", "-o", b.bin, "./cmd/reconciler")
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history", "django"} {
+	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history", "django", "fleet"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history, "django": b.django}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history, "django": b.django, "fleet": b.fleet}[name]()
 	}
 }
 
@@ -73,8 +77,34 @@ type bench struct {
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		exit(1)
 	}
+}
+
+var exits struct {
+	sync.Mutex
+	fns []func()
+}
+
+// atExit registers f to run when the program ends, through exit, in
+// reverse order: the processes a benchmark started are stopped even when
+// a check fails.
+func atExit(f func()) {
+	exits.Lock()
+	defer exits.Unlock()
+	exits.fns = append(exits.fns, f)
+}
+
+// exit runs the functions atExit registered, then exits with code.
+func exit(code int) {
+	exits.Lock()
+	fns := exits.fns
+	exits.fns = nil
+	exits.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+	os.Exit(code)
 }
 
 func gitEnv() []string {
