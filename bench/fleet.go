@@ -74,19 +74,20 @@ func (b *bench) fleet() {
 	f.makeApp()
 	f.startWatcher()
 	f.startServers()
-	f.writeConfig(f.shas[0], "v1")
+	f.writeConfig(f.shas[0], "v1", true)
 	f.startAgents()
 
-	fmt.Printf("fleet: %d agents (`reconciler run`), one etcd 3.4 on loopback; max_parallel %d, canary %d, soak %s, max_failures 0, migrate once\n",
+	f.printf("fleet: %d agents (`reconciler run`), one etcd 3.4 on loopback; max_parallel %d, canary %d, soak %s, max_failures 0, migrate once\n",
 		f.n, f.maxParallel, f.canary, f.soak)
-	fmt.Println("  (timings are noisy: a shared 2-core machine, other work running)")
+	f.println("  (timings are noisy: a shared 2-core machine, other work running)")
 
 	// v1: the first deploy, a rollout like any other.
 	t0 := time.Now()
 	f.waitRollout(f.shas[0], "first deploy v1")
-	fmt.Printf("  first deploy v1 (the agents start, clone and build):    %9s  to the last host healthy\n", ms(time.Since(t0)))
+	f.printf("  first deploy v1 (the agents start, clone and build):    %9s  to the last host healthy\n", ms(time.Since(t0)))
 	f.rollout()
 	f.broken()
+	f.flush(f.withoutFleet())
 	f.stopAll()
 }
 
@@ -107,6 +108,19 @@ type fleetBench struct {
 
 	mu    sync.Mutex
 	procs []*proc
+
+	// out holds the report until the no-fleet baseline, measured last, is
+	// known: the rollout's line shows it.
+	out strings.Builder
+}
+
+func (f *fleetBench) printf(format string, args ...any) { fmt.Fprintf(&f.out, format, args...) }
+func (f *fleetBench) println(s string)                  { f.out.WriteString(s + "\n") }
+
+// flush prints the report so far, with the baseline in place.
+func (f *fleetBench) flush(baseline string) {
+	fmt.Print(strings.ReplaceAll(f.out.String(), "{{baseline}}", baseline))
+	f.out.Reset()
 }
 
 type fleetHost struct {
@@ -195,6 +209,7 @@ func (f *fleetBench) stopAll() {
 }
 
 func (f *fleetBench) fail(format string, args ...any) {
+	f.flush("(not measured)")
 	check(fmt.Errorf("fleet: "+format, args...))
 }
 
@@ -366,14 +381,18 @@ func (f *fleetBench) buildServer() {
 	}
 }
 
-// makeApp commits v1, v2 and v3 (v3 with BROKEN: its health check fails).
+// makeApp commits v1, v2, v3 (with BROKEN: its health check fails) and
+// v4 (without).
 func (f *fleetBench) makeApp() {
 	f.app = filepath.Join(f.dir, "app")
 	run("git", "init", "-q", "-b", "main", f.app)
-	for _, v := range []string{"v1", "v2", "v3"} {
+	for _, v := range []string{"v1", "v2", "v3", "v4"} {
 		check(os.WriteFile(filepath.Join(f.app, "VERSION"), []byte(v+"\n"), 0o644))
-		if v == "v3" {
+		switch v {
+		case "v3":
 			check(os.WriteFile(filepath.Join(f.app, "BROKEN"), []byte("health fails\n"), 0o644))
+		case "v4":
+			check(os.Remove(filepath.Join(f.app, "BROKEN")))
 		}
 		run("git", "-C", f.app, "add", "-A")
 		run("git", "-C", f.app, "commit", "-qm", v)
@@ -404,8 +423,10 @@ func (f *fleetBench) startServers() {
 }
 
 // writeConfig commits every host's desired file at commit sha, in one
-// commit of the config repository: the rollout starts there.
-func (f *fleetBench) writeConfig(sha, msg string) {
+// commit of the config repository: the rollout starts there. Without
+// withFleet, fleet: is left out: every host deploys at once, as before
+// issue 12.
+func (f *fleetBench) writeConfig(sha, msg string, withFleet bool) {
 	migrations := filepath.Join(f.dir, "migrations.log")
 	// Nothing host-specific in what the target's fingerprint covers
 	// (env, build, migrate, shared): hosts whose fingerprints differ are
@@ -423,8 +444,11 @@ services:
   - {name: web, manager: command, restart: "%s restart http://%s"}
 health:
   - {http: "http://%s/health", timeout: 30s, interval: 100ms}
-fleet: {group: %s, max_parallel: %d, canary: %d, soak: %s, max_failures: 0, migrate: once}
-`, fleetApp, h.root, f.app, sha, migrations, f.srvBin, h.addr, h.addr, fleetGroup, f.maxParallel, f.canary, f.soak)
+`, fleetApp, h.root, f.app, sha, migrations, f.srvBin, h.addr, h.addr)
+		if withFleet {
+			y += fmt.Sprintf("fleet: {group: %s, max_parallel: %d, canary: %d, soak: %s, max_failures: 0, migrate: once}\n",
+				fleetGroup, f.maxParallel, f.canary, f.soak)
+		}
 		check(os.WriteFile(filepath.Join(f.cfg, "hosts", h.name+".yaml"), []byte(y), 0o644))
 	}
 	run("git", "-C", f.cfg, "add", "-A")
@@ -946,7 +970,7 @@ func (f *fleetBench) rollout() {
 	}()
 
 	t0 := time.Now()
-	f.writeConfig(sha, "v2")
+	f.writeConfig(sha, "v2", true)
 	f.waitRollout(sha, "rollout v1 → v2")
 	close(stop)
 	peak := <-peakWatchers
@@ -998,17 +1022,21 @@ func (f *fleetBench) rollout() {
 	slotsMax := maxSlotsHeld(evs[evsBefore:])
 	migr, by := f.migrations("v2")
 
+	var spans []time.Duration
+	for _, x := range hostIv {
+		spans = append(spans, x.end.Sub(x.start))
+	}
 	wall := last.Sub(t0)
-	fmt.Printf("  rollout v1 → v2, commit to last host healthy:           %9s   baseline: waves of %d after the canaries and a %s soak; everything at once needs no etcd\n",
-		ms(wall), f.maxParallel, f.soak)
-	fmt.Printf("    (commit → all %d built %s, canaries %s healthy %s, last healthy in etcd %s)\n",
+	f.printf("  rollout v1 → v2, commit to last host healthy:           %9s   baseline without fleet: (all at once) {{baseline}}\n", ms(wall))
+	f.printf("    (commit → all %d built %s, canaries %s healthy %s, last healthy in etcd %s)\n",
 		f.n, ms(latest(built, nil).Sub(t0)), strings.Join(canaries, " "), ms(latest(healthy, canaries).Sub(t0)), ms(latest(healthy, nil).Sub(t0)))
-	fmt.Printf("  most hosts switching at once, etcd revision order:      %6d      limit max_parallel %d (%s); at that moment %s\n",
+	f.printf("  most hosts switching at once, etcd revision order:      %6d      limit max_parallel %d (%s); at that moment %s\n",
 		etcdMax, f.maxParallel, verdict(etcdMax <= f.maxParallel), strings.Join(etcdWho, " "))
-	fmt.Printf("  most hosts switching at once, the hosts' histories:     %6d      limit max_parallel %d (%s); switch step to last health check\n",
+	f.printf("  most hosts switching at once, the hosts' histories:     %6d      limit max_parallel %d (%s); switch step to last health check\n",
 		hostMax, f.maxParallel, verdict(hostMax <= f.maxParallel))
-	fmt.Printf("    (slot keys held at once at most %d; a slot taken while another host held it: %d)\n", slotsMax, over)
-	fmt.Printf("  migrations run for v2:                                  %6d      target exactly 1 (%s), by %s; the others recorded `done by`\n",
+	f.printf("    (slot keys held at once at most %d; a slot taken while another host held it: %d; a host's switch to its last health check: median %s)\n",
+		slotsMax, over, ms(median(spans)))
+	f.printf("  migrations run for v2:                                  %6d      target exactly 1 (%s), by %s; the others recorded `done by`\n",
 		migr, verdict(migr == 1), strings.Join(by, " "))
 
 	// etcd's load, from its own counters, the bench's watcher taken out.
@@ -1017,18 +1045,18 @@ func (f *fleetBench) rollout() {
 	sent, _ := diff(grpcCounts(after, "grpc_server_msg_sent_total", "bidi_stream"), grpcCounts(before, "grpc_server_msg_sent_total", "bidi_stream"))
 	sent["Watch"] -= float64(respsAfter - respsBefore)
 	n := float64(f.n)
-	fmt.Printf("  etcd requests per host for the rollout:                 %6.1f      unary requests (%s)\n", unaryTotal/n, f.perHost(unary))
-	fmt.Printf("    stream messages per host: watch requests (create/cancel) %.1f, lease keepalives %.1f; watch responses sent per host %.1f\n",
+	f.printf("  etcd requests per host for the rollout:                 %6.1f      unary requests (%s)\n", unaryTotal/n, f.perHost(unary))
+	f.printf("    stream messages per host: watch requests (create/cancel) %.1f, lease keepalives %.1f; watch responses sent per host %.1f\n",
 		recv["Watch"]/n, recv["LeaseKeepAlive"]/n, sent["Watch"]/n)
 	mvcc := func(k string) float64 { return after[k] - before[k] }
-	fmt.Printf("    etcd did %.0f puts, %.0f txns, %.0f ranges, %.0f deletes in %s (%.1f writes per host)\n",
+	f.printf("    etcd did %.0f puts, %.0f txns, %.0f ranges, %.0f deletes in %s (%.1f writes per host)\n",
 		mvcc("etcd_mvcc_put_total"), mvcc("etcd_mvcc_txn_total"), mvcc("etcd_mvcc_range_total"), mvcc("etcd_mvcc_delete_total"),
 		ms(time.Since(t0)), (mvcc("etcd_mvcc_put_total")+mvcc("etcd_mvcc_delete_total"))/n)
 	keysN, agentKeys, perRollout, leases := f.groupCounts()
-	fmt.Printf("  etcd keys per host:                                     %6.1f      %d keys: %d agent statuses, %d for the v2 rollout (%d rollouts kept); %d leases (%.1f per host); peak %.0f watchers (%.1f per host)\n",
+	f.printf("  etcd keys per host:                                     %6.1f      %d keys: %d agent statuses, %d for the v2 rollout (%d rollouts kept); %d leases (%.1f per host); peak %.0f watchers (%.1f per host)\n",
 		float64(keysN)/n, keysN, agentKeys, perRollout[t], len(perRollout), leases, float64(leases)/n, peak-1, (peak-1)/n)
 	agentsRSS, serversRSS, etcdRSS := f.rss("agent"), f.rss("server"), f.rss("etcd")
-	fmt.Printf("  resident memory:                                       %6d MB   %d agents %d MB (%.1f MB each), %d servers %d MB, etcd %d MB\n",
+	f.printf("  resident memory:                                       %6d MB   %d agents %d MB (%.1f MB each), %d servers %d MB, etcd %d MB\n",
 		(agentsRSS+serversRSS+etcdRSS)>>10, f.n, agentsRSS>>10, float64(agentsRSS)/1024/n, f.n, serversRSS>>10, etcdRSS>>10)
 
 	if etcdMax > f.maxParallel || hostMax > f.maxParallel || over > 0 {
@@ -1045,7 +1073,7 @@ func (f *fleetBench) rollout() {
 func (f *fleetBench) broken() {
 	sha, good := f.shas[2], f.shas[1]
 	t0 := time.Now()
-	f.writeConfig(sha, "v3 (broken)")
+	f.writeConfig(sha, "v3 (broken)", true)
 	var t string
 	f.until("the broken rollout to halt", func(evs []event) bool {
 		t = rolloutOf(evs, sha)
@@ -1108,16 +1136,17 @@ func (f *fleetBench) broken() {
 	}
 	migr, by := f.migrations("v3")
 
-	fmt.Printf("  broken release v3: halted in %s after the canaries (%s): %s\n", ms(haltedIn), strings.Join(canaryState, "; "), why)
-	fmt.Printf("  non-canary hosts switched to the broken release:        %6d      target 0 (%s): link, history, server and etcd checked on each of %d; %d took a slot, %d failed\n",
+	why, _, _ = strings.Cut(why, " (last ") // fleet status below shows the rest
+	f.printf("  broken release v3: halted in %s after the canaries (%s): %s\n", ms(haltedIn), strings.Join(canaryState, "; "), why)
+	f.printf("  non-canary hosts switched to the broken release:        %6d      target 0 (%s): link, history, server and etcd checked on each of %d; %d took a slot, %d failed\n",
 		len(others), verdict(len(others) == 0), f.n-len(canaries), len(etcdSwitched), len(failed))
-	fmt.Printf("    (its migration ran %d time(s), by %s, before any switch: migrate: once runs after the build, before the slot)\n", migr, strings.Join(by, " "))
+	f.printf("    (its migration ran %d time(s), by %s, before any switch: migrate: once runs after the build, before the slot)\n", migr, strings.Join(by, " "))
 
 	out, err := exec.Command(f.b.bin, "fleet", "status", "-f", filepath.Join(f.cfg, "hosts", f.hosts[0].name+".yaml"), "--etcd", f.etcdURL).CombinedOutput()
 	if err != nil {
 		f.fail("fleet status: %v\n%s", err, out)
 	}
-	fmt.Println("  `reconciler fleet status`, the broken rollout:")
+	f.println("  `reconciler fleet status`, the broken rollout:")
 	show := false
 	statusHalted := false
 	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
@@ -1128,7 +1157,7 @@ func (f *fleetBench) broken() {
 			}
 		}
 		if show {
-			fmt.Println("    " + line)
+			f.println("    " + line)
 		}
 	}
 	if !statusHalted {
@@ -1140,6 +1169,56 @@ func (f *fleetBench) broken() {
 	if migr != 1 {
 		f.fail("rollout v3: %d migrations ran (%v), want exactly 1", migr, by)
 	}
+}
+
+// withoutFleet is the baseline, measured last: v3 → v4 with fleet: taken
+// out of every desired file, as hosts deployed before issue 12: each the
+// moment it sees the commit, each running the migration. It shows the
+// measures above would see more than max_parallel at once. It returns
+// the wall time for the rollout's line.
+func (f *fleetBench) withoutFleet() string {
+	sha := f.shas[3]
+	t0 := time.Now()
+	f.writeConfig(sha, "v4, without fleet:", false)
+	deadline := time.Now().Add(f.timeout)
+	done := map[string]bool{}
+	for len(done) < f.n {
+		for _, h := range f.hosts {
+			if done[h.name] {
+				continue
+			}
+			recs, _, err := history.ReadTail(layout.New(h.root, "current").HistoryFile(), 20)
+			check(err)
+			for _, r := range recs {
+				if r.Kind == history.KindApply && r.Commit == sha && r.Result != "" {
+					if r.Result != history.ResultOK {
+						f.fail("without fleet: %s's apply of v4: %s %s", h.name, r.Result, r.Error)
+					}
+					done[h.name] = true
+				}
+			}
+			if !h.agent.alive() {
+				f.fail("the agent of %s exited; its log:\n%s", h.name, logTail(filepath.Join(h.dir, "agent.log")))
+			}
+		}
+		if time.Now().After(deadline) {
+			f.fail("without fleet: %d of %d hosts applied v4 within %s", len(done), f.n, f.timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	iv := f.hostSwitches(sha)
+	var last time.Time
+	for _, x := range iv {
+		if x.end.After(last) {
+			last = x.end
+		}
+	}
+	atOnce, _ := maxOverlap(iv, false)
+	migr, _ := f.migrations("v4")
+	wall := last.Sub(t0)
+	f.printf("  without fleet (v3 → v4, fleet: removed, as before issue 12): commit to last host healthy %s; most switching at once %d (the hosts' histories); migrations run %d\n",
+		ms(wall), atOnce, migr)
+	return fmt.Sprintf("%s, %d at once, %d migrations", ms(wall), atOnce, migr)
 }
 
 func short8(s string) string {
