@@ -18,6 +18,12 @@
 // fetch` (see fetch.go).
 // django: issue 10's figures on the e2e Django stack, against the
 // article's bash deploy on the same stack (bench/django.go).
+// fleet: issue 12's simulation, 50 agents and one etcd on this machine
+// rolling out a release and halting a broken one (bench/fleet.go);
+// -agents N runs N instead.
+//
+// BENCH_KEEP=1 keeps the temporary directory (the agents' logs, roots
+// and the etcd data) for a look afterwards.
 package main
 
 import (
@@ -30,6 +36,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,15 +48,19 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	quick := flag.Bool("quick", false, "fewer runs and a smaller repository, for a smoke test")
-	only := flag.String("only", "", "run one benchmark: converged, startup, rollback, export, clone, daemon, health, history, django")
+	only := flag.String("only", "", "run one benchmark: converged, startup, rollback, export, clone, daemon, health, history, django, fleet")
+	agents := flag.Int("agents", 0, "fleet: how many agents (default 50, 10 with -quick)")
 	flag.Parse()
-	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10, quick: *quick}
+	b := &bench{runs: 21, files: 10000, fileSize: 10 << 10, quick: *quick, agents: *agents}
 	if *quick {
 		b.runs, b.files = 5, 1000
 	}
 	dir, err := os.MkdirTemp("", "reconciler-bench-")
 	check(err)
-	defer os.RemoveAll(dir)
+	if os.Getenv("BENCH_KEEP") == "" {
+		atExit(func() { os.RemoveAll(dir) })
+	}
+	defer exit(0)
 	b.dir = dir
 	b.bin = filepath.Join(dir, "reconciler")
 	// Built as the release is (.goreleaser.yaml: CGO_ENABLED=0): a static
@@ -61,11 +72,11 @@ func main() {
 		check(fmt.Errorf("go build: %v\n%s", err, out))
 	}
 	fmt.Printf("reconciler benchmarks (%d runs each; median)\n\n", b.runs)
-	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history", "django"} {
+	for _, name := range []string{"converged", "startup", "rollback", "export", "clone", "daemon", "health", "history", "django", "fleet"} {
 		if *only != "" && *only != name {
 			continue
 		}
-		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history, "django": b.django}[name]()
+		map[string]func(){"converged": b.converged, "rollback": b.rollback, "export": b.export, "clone": b.clone, "daemon": b.daemon, "health": b.health, "startup": b.startup, "history": b.history, "django": b.django, "fleet": b.fleet}[name]()
 	}
 }
 
@@ -75,13 +86,43 @@ type bench struct {
 	files, fileSize int
 	bigRepo         string
 	quick           bool
+	agents          int // fleet's, when not the default
 }
 
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		exit(1)
 	}
+}
+
+var exits struct {
+	sync.Mutex
+	fns  []func()
+	once sync.Once
+}
+
+// atExit registers f to run when the program ends, through exit, in
+// reverse order: the processes a benchmark started are stopped even when
+// a check fails. f must not call check or exit.
+func atExit(f func()) {
+	exits.Lock()
+	defer exits.Unlock()
+	exits.fns = append(exits.fns, f)
+}
+
+// exit runs the functions atExit registered, then exits with code. A
+// second caller (another goroutine's failed check) waits for the first.
+func exit(code int) {
+	exits.once.Do(func() {
+		exits.Lock()
+		fns := exits.fns
+		exits.Unlock()
+		for i := len(fns) - 1; i >= 0; i-- {
+			fns[i]()
+		}
+		os.Exit(code)
+	})
 }
 
 func gitEnv() []string {

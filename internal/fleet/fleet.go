@@ -104,6 +104,9 @@ type Agent struct {
 	sess    *concurrency.Session
 	last    Status // the last reported status, re-put on a new session
 	waitMsg string
+	// waitStatus is the reason last written to the status key: waitMsg
+	// without who holds the slots.
+	waitStatus string
 }
 
 // New makes the agent for cfg on cli, which the caller owns and closes
@@ -247,11 +250,15 @@ func (a *Agent) Report(ctx context.Context, s Status) error {
 }
 
 // waiting tells OnWait and the host's status key why the agent waits,
-// when that changed.
+// when that changed. The status key is not told who holds the slots
+// (slots/ says so): every waiting host rewrote its status at every slot
+// change, O(hosts²) etcd writes per rollout.
 func (a *Agent) waiting(ctx context.Context, reason string) {
+	brief, _, _ := strings.Cut(reason, heldBy)
 	a.mu.Lock()
 	changed := a.waitMsg != reason
-	a.waitMsg = reason
+	rewrite := a.waitStatus != brief
+	a.waitMsg, a.waitStatus = reason, brief
 	st := a.last
 	a.mu.Unlock()
 	if !changed {
@@ -265,9 +272,9 @@ func (a *Agent) waiting(ctx context.Context, reason string) {
 			a.cfg.OnWait(reason)
 		}
 	}()
-	if reason != ReasonUnreachable {
+	if reason != ReasonUnreachable && rewrite {
 		// Best effort: the status is for people; the wait goes on anyway.
-		st.State = "waiting: " + reason
+		st.State = "waiting: " + brief
 		b, _ := json.Marshal(st)
 		a.mu.Lock()
 		sess := a.sess
@@ -282,7 +289,7 @@ func (a *Agent) waiting(ctx context.Context, reason string) {
 
 func (a *Agent) doneWaiting() {
 	a.mu.Lock()
-	a.waitMsg = ""
+	a.waitMsg, a.waitStatus = "", ""
 	a.mu.Unlock()
 }
 

@@ -131,6 +131,10 @@ func (s *Slot) release(ctx context.Context, healthy bool, cause error) error {
 
 var errConflict = errors.New("changed concurrently; trying again")
 
+// heldBy starts the part of a waiting reason that names the slots'
+// holders, which the status key leaves out.
+const heldBy = " (held by "
+
 // AcquireSwitch implements Gate.
 func (a *Agent) AcquireSwitch(ctx context.Context, t Target) (*Slot, error) {
 	if err := checkTarget(t); err != nil {
@@ -259,7 +263,7 @@ func (a *Agent) trySwitch(ctx context.Context, t Target, soakUntil *time.Time) (
 		}
 	}
 	if len(free) == 0 {
-		return nil, "waiting for a switch slot (held by " + strings.Join(holders, ", ") + ")", s.rev, nil, nil
+		return nil, "waiting for a switch slot" + heldBy + strings.Join(holders, ", ") + ")", s.rev, nil, nil
 	}
 	// Hosts start at different free slots so that they collide less.
 	h := fnv.New32a()
