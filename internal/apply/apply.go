@@ -140,6 +140,9 @@ type executor struct {
 	// early is the preflight's server, started while the migrations were
 	// recorded; stopping, one stopping after its checks passed.
 	early, stopping *preflightServer
+	// preReload holds, by service, the processes a reload found running
+	// (pid: start time): the old workers the health step lets finish.
+	preReload map[string]map[int]uint64
 	// slot is the fleet's switch slot while this apply holds it; doneBy
 	// the host that migrated the target for this one.
 	slot        fleetgate.Slot

@@ -59,14 +59,28 @@ var cwdTimeout = 15 * time.Second
 func (e *executor) verify(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	budget := stepBudget(s.Checks)
 	deadline := e.Now().Add(budget)
+	proof := checksProve(s.Checks)
+	var draining []oldProcess
 	for _, svc := range s.Services {
-		if err := e.checkCwd(ctx, p, s, svc, deadline); err != nil {
+		d, err := e.checkCwd(ctx, p, s, svc, deadline, proof)
+		if err != nil {
 			return err
 		}
+		draining = append(draining, d...)
 	}
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	k := &health.Checker{Runner: e.Runner, Dir: e.l.ReleaseDir(s.Release), Env: e.env(p, s.Release, s.Commit), User: s.RunAs}
+	if len(draining) > 0 {
+		k.Settling = func() bool {
+			for _, o := range draining {
+				if o.alive() {
+					return true
+				}
+			}
+			return false
+		}
+	}
 	for _, c := range s.Checks {
 		start := e.Now()
 		if err := k.Run(ctx, c); err != nil {
@@ -102,7 +116,7 @@ func round(d time.Duration) time.Duration {
 // process still in another release is serving old code: the classic
 // failure of a reload of an app server that resolved the link once, at
 // start. A process outside every release is not judged.
-func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service, budget time.Time) error {
+func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service, budget time.Time, proof string) ([]oldProcess, error) {
 	deadline := e.Now().Add(cwdTimeout)
 	if budget.Before(deadline) {
 		deadline = budget
@@ -126,7 +140,11 @@ func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc 
 			last = fmt.Sprintf("service %s: no main process: %v", svc.Name, err)
 		} else if stale := pl.InOtherReleases(s.Release); len(stale) == 0 {
 			e.View.Note(s, fmt.Sprintf("passed %s runs from releases/%s (pid %d)", svc.Name, s.Release, pl.PID))
-			return nil
+			return nil, nil
+		} else if old := e.drainingOnly(svc, pl, s, stale, proof); old != nil {
+			e.View.Note(s, fmt.Sprintf("passed %s runs from releases/%s (pid %d); %d old %s still stopping",
+				svc.Name, s.Release, pl.PID, len(old), plural(len(old), "process", "processes")))
+			return old, nil
 		} else {
 			var where []string
 			for _, x := range stale {
@@ -137,14 +155,121 @@ func (e *executor) checkCwd(ctx context.Context, p *plan.Plan, s plan.Step, svc 
 				svc.Name, svc.Action, strings.Join(where, ", "), s.Release, p.Link)
 		}
 		if e.Now().After(deadline) {
-			return errors.New(last)
+			return nil, errors.New(last)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// oldProcess is a process of a service from before its reload: a pid and
+// its start time, which tell it from a later process given the same pid.
+type oldProcess struct {
+	pid   int
+	start uint64
+}
+
+func (o oldProcess) alive() bool { return procs.Alive(o.pid) && procs.StartTime(o.pid) == o.start }
+
+// notePreReload records the processes of a supervisor program about to be
+// reloaded (a millisecond over XML-RPC): the health step tells its old
+// workers, still stopping, from processes started in the wrong release.
+func (e *executor) notePreReload(ctx context.Context, p *plan.Plan, s plan.Step, svc desired.Service) {
+	if svc.Action != desired.ActionReload {
+		return
+	}
+	pl, err := e.where(ctx, p, s, svc)
+	if err != nil {
+		return
+	}
+	before := map[int]uint64{}
+	for _, x := range pl.Procs {
+		if t := procs.StartTime(x.PID); t != 0 {
+			before[x.PID] = t
+		}
+	}
+	if e.preReload == nil {
+		e.preReload = map[string]map[int]uint64{}
+	}
+	e.preReload[svc.Name] = before
+}
+
+// drainingOnly returns the stale processes when each of them was already
+// running before the reload (old workers, sent on their way and finishing
+// their requests: gunicorn stops them right after it forks the new ones)
+// and the main process and at least one process started since run from
+// release; nil otherwise. A process started since the reload in another
+// release — gunicorn without --chdir — is never excused.
+func (e *executor) drainingOnly(svc desired.Service, pl procs.Placement, s plan.Step, stale []procs.Process, proof string) []oldProcess {
+	release := s.Release
+	before := e.preReload[svc.Name]
+	if proof == "" || before == nil || len(pl.Procs) == 0 || pl.Procs[0].Release != release {
+		return nil
+	}
+	fresh := false
+	for _, x := range pl.Procs {
+		if _, ok := before[x.PID]; !ok && x.Release == release {
+			fresh = true
+		}
+	}
+	if !fresh {
+		return nil
+	}
+	var old []oldProcess
+	for _, x := range stale {
+		start, ok := before[x.PID]
+		if !ok || procs.StartTime(x.PID) != start {
+			return nil
+		}
+		if proof == proofCommit {
+			// An old release of the same commit would answer the check
+			// as the new one does.
+			if rec, err := record.ReadRelease(e.l.RecordFile(x.Release)); err != nil || rec == nil || rec.Commit == s.Commit {
+				return nil
+			}
+		}
+		old = append(old, oldProcess{x.PID, start})
+	}
+	return old
+}
+
+// What the checks' answers prove about the code that gave them.
+const (
+	proofRelease = "release" // every expected body names the release
+	proofCommit  = "commit"  // every expected body names the release or the commit
+)
+
+// checksProve says whether every check is an HTTP check whose expected
+// body names the release or the commit: its answer then proves which code
+// gave it, so old processes still stopping cannot pass it for the new
+// release, and need not be waited for. "" when a check proves nothing.
+func checksProve(checks []desired.Check) string {
+	if len(checks) == 0 {
+		return ""
+	}
+	proof := proofRelease
+	for _, c := range checks {
+		switch {
+		case c.Kind != desired.CheckHTTP:
+			return ""
+		case strings.Contains(c.Body, "RECONCILER_RELEASE"):
+		case strings.Contains(c.Body, "RECONCILER_COMMIT"):
+			proof = proofCommit
+		default:
+			return ""
+		}
+	}
+	return proof
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // where finds the service's main process and where it runs: a program of
@@ -186,6 +311,7 @@ func (e *executor) supervisord(svc desired.Service) *services.Supervisord {
 func (e *executor) serviceAction(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	if len(s.Services) == 1 {
 		if sup := e.supervisord(s.Services[0]); sup != nil {
+			e.notePreReload(ctx, p, s, s.Services[0])
 			out := e.View.Output(s)
 			if out == nil {
 				out = io.Discard

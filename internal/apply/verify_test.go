@@ -382,3 +382,123 @@ stopsignal=KILL
 		t.Errorf("supervisorctl ran:\n%s", b)
 	}
 }
+
+// miniGunicorn reloads as gunicorn does on HUP: it changes to the link
+// again, forks a new worker there, and sends TERM to the old one, which
+// stops accepting at once but exits only when shared/go-<its commit> exists
+// (a worker finishing its last requests, or Python tearing down Django).
+// Each worker answers with the REVISION of the release it runs from.
+const miniGunicorn = `import os, signal, socket, sys, time
+link, shared = sys.argv[1], sys.argv[2]
+os.chdir(link)
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", int(sys.argv[3]))); ls.listen(64)
+def worker():
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    ls.settimeout(0.05)
+    while not stop:
+        try:
+            c, _ = ls.accept()
+        except (socket.timeout, InterruptedError):
+            continue
+        c.recv(65536)
+        body = open("REVISION").read().strip().encode()
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)); c.close()
+    while not os.path.exists(os.path.join(shared, "go-" + open("REVISION").read().strip())):
+        time.sleep(0.01)
+    os._exit(0)
+def spawn():
+    pid = os.fork()
+    if pid == 0:
+        worker()
+    return pid
+workers = [spawn()]
+def hup(*a):
+    os.chdir(link)
+    old = workers[:]
+    workers[:] = [spawn()]
+    for w in old:
+        os.kill(w, signal.SIGTERM)
+signal.signal(signal.SIGHUP, hup)
+signal.signal(signal.SIGCHLD, lambda *a: None)
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        time.sleep(0.05)
+    except InterruptedError:
+        pass
+`
+
+// After a graceful reload, gunicorn's old workers take their time to
+// exit. When every check's body names the commit, an answer proves which
+// code gave it: the health step passes as soon as the main process and a
+// worker started since the reload run from the new release and the check
+// answers, with the old worker still stopping. When a check proves
+// nothing, the step waits for the old worker, as before.
+func TestReloadDoesNotWaitForOldWorkersWhenTheCheckNamesTheCommit(t *testing.T) {
+	h := newHost(t)
+	port := freePortT(t)
+	shared := filepath.Join(h.root, "shared")
+	if err := os.WriteFile(filepath.Join(shared, "server.py"), []byte(miniGunicorn), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sup := supervisortest.Start(t, fmt.Sprintf(`[program:web]
+command=/usr/bin/python3 -u %s/server.py %s/current %s %d
+autostart=false
+autorestart=false
+startsecs=0
+stopasgroup=true
+killasgroup=true
+stopsignal=KILL
+`, shared, h.root, shared, port))
+	svc := func(d *desired.State, body string) *desired.State {
+		d.Services = []desired.Service{{Name: "web", Manager: "supervisor", Program: "web", Action: "reload",
+			Supervisor: desired.SupervisorConn{Config: sup.Config}, Timeout: time.Minute}}
+		d.Health = []desired.Check{{Kind: desired.CheckHTTP, Target: fmt.Sprintf("http://127.0.0.1:%d/", port), Body: body,
+			Timeout: time.Minute, Interval: 100 * time.Millisecond, Failures: desired.DefaultCheckFailures}}
+		return d
+	}
+	// Old workers are let go once each apply has returned.
+	release := func(commits ...string) {
+		for _, c := range commits {
+			if err := os.WriteFile(filepath.Join(shared, "go-"+c), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	v1 := h.commit("v1")
+	h.mustApply(svc(h.desired(v1), "${RECONCILER_COMMIT}"))
+
+	v := &events{}
+	v2 := h.commit("v2")
+	res, _ := h.mustApply(svc(h.desired(v2), "${RECONCILER_COMMIT}"), func(o *Options) { o.View = v })
+	notes := strings.Join(v.notes, "\n")
+	if !strings.Contains(notes, "passed web runs from releases/"+res.Release) || !strings.Contains(notes, "1 old process still stopping") {
+		t.Errorf("notes:\n%s\nwant the check passed with the old worker still stopping", notes)
+	}
+	release(v1)
+
+	// A body that names nothing: the old worker is waited for, and it
+	// never goes (until released), so the step ends at its budget.
+	old := cwdTimeout
+	cwdTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { cwdTimeout = old })
+	v3 := h.commit("v3")
+	_, _, err := h.apply(context.Background(), svc(h.desired(v3), ""))
+	if !strings.Contains(fmt.Sprint(err), "service web still runs from the old release after reload") {
+		t.Errorf("a check that proves nothing passed with an old worker alive: %v", err)
+	}
+	release(v2, v3)
+}
+
+func freePortT(t *testing.T) int {
+	t.Helper()
+	p, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -44,6 +44,10 @@ type Checker struct {
 	Env    []string // the environment of commands, and of ${VAR} in URLs and bodies
 	User   string   // who command checks run as; "" for the reconciler's own user
 	Client *http.Client
+	// Settling, when set and true, says the app is still changing over
+	// (old processes of a graceful reload still stopping): a wrong answer
+	// then may be theirs, and is retried like "not up yet", not counted.
+	Settling func() bool
 
 	// after is time.After, but for tests that record the waits.
 	after func(time.Duration) <-chan time.Time
@@ -138,7 +142,7 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 				e.Last, e.Output = re.Summary(), re.Tail
 			}
 		}
-		isWrong := errors.As(err, new(*wrongAnswer))
+		isWrong := errors.As(err, new(*wrongAnswer)) && (k.Settling == nil || !k.Settling())
 		if isWrong {
 			wrong++
 		} else {

@@ -191,6 +191,36 @@ func TestWrongAnswerFailsEarly(t *testing.T) {
 	}
 }
 
+// While the app is settling (old processes of a graceful reload still
+// stopping), a wrong answer may be an old process's: it is retried, not
+// counted; once settled, wrong answers count again.
+func TestWrongAnswerWhileSettlingIsRetried(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch n := hits.Add(1); {
+		case n <= 5: // the old release answers
+			w.Write([]byte("old"))
+		default:
+			w.Write([]byte("new"))
+		}
+	}))
+	defer srv.Close()
+	c := check("http", srv.URL+"/health", 2)
+	c.Body = "new"
+	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir(), Settling: func() bool { return hits.Load() < 5 }}
+	k.after = func(time.Duration) <-chan time.Time { return time.After(time.Millisecond) }
+	if err := k.Run(context.Background(), c); err != nil || hits.Load() != 6 {
+		t.Fatalf("got %v after %d requests; want a pass on the 6th", err, hits.Load())
+	}
+	// Settled at once: the same wrong answers fail after 2.
+	hits.Store(0)
+	k.Settling = func() bool { return false }
+	var he *Error
+	if err := k.Run(context.Background(), c); !errors.As(err, &he) || he.Attempts != 2 {
+		t.Fatalf("settled: got %v; want a failure after 2 attempts", err)
+	}
+}
+
 // A command check that exits non-zero answered wrongly too.
 func TestCommandExitFailsEarly(t *testing.T) {
 	dir := t.TempDir()

@@ -56,6 +56,28 @@ func ppid(pid int) int {
 	return pp
 }
 
+// StartTime is when pid started, in clock ticks since boot (field 22 of
+// /proc/<pid>/stat): with the pid, it names one process even after the
+// pid is reused. 0 when the process is gone.
+func StartTime(pid int) uint64 {
+	b, err := os.ReadFile(filepath.Join(Proc, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	// After the command: state (field 3) ... starttime (field 22).
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0
+	}
+	t, _ := strconv.ParseUint(f[19], 10, 64)
+	return t
+}
+
 // Cwd returns the working directory of pid, as the kernel resolved it.
 func Cwd(pid int) (string, error) {
 	return os.Readlink(filepath.Join(Proc, strconv.Itoa(pid), "cwd"))
