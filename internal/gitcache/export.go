@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -319,7 +320,7 @@ func (w *writer) write(j job) error {
 	// O_EXCL: the release was emptied before the export, so an existing
 	// file means something is wrong, and it never follows a symlink
 	// planted where a file should go.
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	f, err := createFile(j.path, perm)
 	if err != nil {
 		return err
 	}
@@ -335,6 +336,55 @@ func (w *writer) write(j job) error {
 		return err
 	}
 	return f.Close()
+}
+
+// rawFile is a file written through its descriptor alone. An *os.File
+// costs five more system calls a file (fcntl to make it non-blocking,
+// epoll_ctl to register it with the poller, which refuses a regular
+// file): 12,000 on an export of 2,400 files, which has nothing to wait
+// for but the disk.
+type rawFile struct {
+	fd   int
+	path string
+}
+
+// createFile creates the file path, which must not exist: O_EXCL also
+// never follows a symlink there.
+func createFile(path string, perm os.FileMode) (*rawFile, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(perm))
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return &rawFile{fd: fd, path: path}, nil
+	}
+}
+
+func (f *rawFile) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Write(f.fd, b[n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return n, &os.PathError{Op: "write", Path: f.path, Err: err}
+		case m == 0:
+			return n, &os.PathError{Op: "write", Path: f.path, Err: io.ErrShortWrite}
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (f *rawFile) Close() error {
+	if err := syscall.Close(f.fd); err != nil {
+		return &os.PathError{Op: "close", Path: f.path, Err: err}
+	}
+	return nil
 }
 
 // writeLoose writes a blob that is in no pack, read through go-git.

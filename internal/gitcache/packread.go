@@ -285,9 +285,13 @@ func (r *packReader) writeBlob(w io.Writer, h plumbing.Hash) error {
 		}
 		return nil
 	}
-	typ, b, err := r.object(i, off, hd, 0)
-	if err != nil {
-		return err
+	// A delta: an object made earlier as the base of another may be
+	// in the cache.
+	typ, b, ok := r.set.bases.get(i, off)
+	if !ok {
+		if typ, b, err = r.object(i, off, hd, 0); err != nil {
+			return err
+		}
 	}
 	if typ != packBlob {
 		return fmt.Errorf("%w: %s is not a blob", ErrDamaged, h)
