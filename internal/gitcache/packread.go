@@ -156,7 +156,8 @@ func (r *packReader) at(i int, off int64) (header, error) {
 	if f == nil {
 		var err error
 		if f, err = os.Open(r.set.packs[i].path); err != nil {
-			return header{}, err
+			// Its index is there: the pack went missing.
+			return header{}, fmt.Errorf("%w: %v", ErrDamaged, err)
 		}
 		r.files[i] = f
 	}
