@@ -23,8 +23,8 @@ import (
 // into a MemoryObject grown by appends; every object it decodes is put
 // in its object cache, which hashes it (SHA-1) to have a key; the copy
 // into the file allocates a buffer per file. On the history benchmark
-// (2,400 files, 23 MB) that made 220 MB of garbage, 60 MB of peak RSS
-// and 2 s of CPU against git's 0.5 s. go-git v6 answers the same with a
+// (2,400 files, 23 MB) that made 220 MB of garbage, 56 MB of peak RSS
+// and 1.9 s of CPU against 0.7 s for `git archive | tar -x`. go-git v6 answers the same with a
 // pack scanner that inflates on demand (go-git#1774, #1776); v5 has
 // none, so the export reads the packs itself: the index by go-git's
 // idxfile, then each blob inflated from the pack straight into its file,
@@ -33,7 +33,7 @@ import (
 // does. An object that is in no pack (a loose object) is read through
 // go-git, as before.
 
-// packObject types, as the pack stores them.
+// Object types as a pack stores them.
 const (
 	packCommit   = 1
 	packTree     = 2
@@ -48,9 +48,9 @@ const (
 const maxDeltaDepth = 4095
 
 // baseCacheSize bounds the delta bases an export keeps, shared by its
-// workers. The deltas of a tree's pack mostly follow their base closely
-// (pack-objects writes a base, then the objects made from it), so a few
-// MiB keep nearly every base a later delta needs.
+// workers. pack-objects writes a base before the deltas made from it and
+// near them, and the export asks for blobs in about the order of the
+// pack, so a few MiB keep nearly every base a later delta needs.
 const baseCacheSize = 8 << 20
 
 // packSet is the cache's packs with their indexes, read-only once made:
