@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -48,11 +49,12 @@ type job struct {
 // *SignatureError.
 //
 // One goroutine walks the tree and makes the directories; workers read the
-// blobs and write the files. go-git's repository is not safe for use from
-// several goroutines (go-git issues #48, #773), so each worker opens its
-// own, as the maintainers advise: reading — inflating and hashing every
-// object — is then spread over the cores instead of bounding the export on
-// one.
+// blobs and write the files, a directory's files at a time. Each worker
+// inflates blobs from the packs with its own reader (packread.go), so
+// reading is spread over the cores instead of bounding the export on one;
+// a blob in no pack it reads through a go-git repository of its own, as
+// go-git's is not safe for use from several goroutines (go-git issues
+// #48, #773).
 func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) (err error) {
 	defer func() {
 		if errors.Is(err, ErrDamaged) {
@@ -96,7 +98,7 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) (err erro
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	jobs := make(chan job, 256)
+	jobs := make(chan []job, 64)
 	x.jobs = jobs
 	var (
 		wg      sync.WaitGroup
@@ -110,24 +112,24 @@ func (c *Cache) Export(ctx context.Context, sha, subpath, dest string) (err erro
 	if workers <= 0 {
 		workers = DefaultWriters()
 	}
+	packs, err := openPacks(c.Dir)
+	if err != nil {
+		return readErr("export "+sha, err)
+	}
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			wr, wdone, err := c.openStreaming()
-			if err != nil {
-				setErr(err)
-				for range jobs {
-				}
-				return
-			}
-			defer wdone()
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue // drain
-				}
-				if err := writeEntry(wr, j); err != nil {
-					setErr(fmt.Errorf("%s: %w", j.path, err))
+			w := &writer{c: c, pr: newPackReader(packs)}
+			defer w.close()
+			for batch := range jobs {
+				for _, j := range batch {
+					if ctx.Err() != nil {
+						break // drain
+					}
+					if err := w.write(j); err != nil {
+						setErr(fmt.Errorf("%s: %w", j.path, err))
+					}
 				}
 			}
 		}()
@@ -159,7 +161,7 @@ type exporter struct {
 	dest     string
 	prefix   string // source.path: attributes match the path in the whole tree
 	allowOut bool
-	jobs     chan<- job
+	jobs     chan<- []job
 	attrs    attrStack
 	links    map[string]string // dest-relative name -> target
 	order    []string          // the symlinks in walk order, for a stable message
@@ -172,6 +174,19 @@ func (x *exporter) walk(ctx context.Context, tree *object.Tree, rel string) erro
 	defer x.attrs.truncate(n)
 	if err := x.readAttributes(tree, x.full(rel), rel == "" && x.prefix == ""); err != nil {
 		return err
+	}
+	// The files of a directory go to one worker together: workers
+	// creating files in the same directory wait on its lock in the
+	// kernel, in different ones they do not.
+	var batch []job
+	add := func(j job) error {
+		batch = append(batch, j)
+		if len(batch) < maxBatch {
+			return nil
+		}
+		b := batch
+		batch = nil
+		return x.send(ctx, b)
 	}
 	for _, e := range tree.Entries {
 		if err := ctx.Err(); err != nil {
@@ -208,23 +223,30 @@ func (x *exporter) walk(ctx context.Context, tree *object.Tree, rel string) erro
 			}
 			x.links[name] = target
 			x.order = append(x.order, name)
-			if err := x.send(ctx, job{path: dst, mode: e.Mode, hash: e.Hash, target: target}); err != nil {
+			if err := add(job{path: dst, mode: e.Mode, hash: e.Hash, target: target}); err != nil {
 				return err
 			}
 		case filemode.Regular, filemode.Executable, filemode.Deprecated:
-			if err := x.send(ctx, job{path: dst, mode: e.Mode, hash: e.Hash}); err != nil {
+			if err := add(job{path: dst, mode: e.Mode, hash: e.Hash}); err != nil {
 				return err
 			}
 		default:
 			return fmt.Errorf("%s has unsupported mode %s", name, e.Mode)
 		}
 	}
-	return nil
+	return x.send(ctx, batch)
 }
 
-func (x *exporter) send(ctx context.Context, j job) error {
+// maxBatch bounds the files of one batch, so that a large directory is
+// still shared by the workers.
+const maxBatch = 64
+
+func (x *exporter) send(ctx context.Context, batch []job) error {
+	if len(batch) == 0 {
+		return nil
+	}
 	select {
-	case x.jobs <- j:
+	case x.jobs <- batch:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -270,12 +292,112 @@ func (x *exporter) readBlob(h plumbing.Hash, limit int64) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(&blobReader{r: rd, op: op}, limit+1))
 }
 
-func writeEntry(r *git.Repository, j job) error {
+// writer is an export worker's: it reads blobs from the packs, and
+// through go-git those in no pack.
+type writer struct {
+	c  *Cache
+	pr *packReader
+	// r is opened on the first blob in no pack.
+	r     *git.Repository
+	rdone func()
+}
+
+func (w *writer) close() {
+	w.pr.Close()
+	if w.rdone != nil {
+		w.rdone()
+	}
+}
+
+func (w *writer) write(j job) error {
 	if j.mode == filemode.Symlink {
 		return os.Symlink(j.target, j.path)
 	}
-	op := "read blob " + j.hash.String()
-	blob, err := r.BlobObject(j.hash)
+	perm := os.FileMode(0o644)
+	if j.mode == filemode.Executable {
+		perm = 0o755
+	}
+	// O_EXCL: the release was emptied before the export, so an existing
+	// file means something is wrong, and it never follows a symlink
+	// planted where a file should go.
+	f, err := createFile(j.path, perm)
+	if err != nil {
+		return err
+	}
+	err = w.pr.writeBlob(f, j.hash)
+	if errors.Is(err, errNotPacked) {
+		err = w.writeLoose(f, j.hash)
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, ErrDamaged) {
+			return readErr("read blob "+j.hash.String(), err)
+		}
+		return err
+	}
+	return f.Close()
+}
+
+// rawFile is a file written through its descriptor alone. An *os.File
+// costs five more system calls a file (fcntl to make it non-blocking,
+// epoll_ctl to register it with the poller, which refuses a regular
+// file): 12,000 on an export of 2,400 files, which has nothing to wait
+// for but the disk.
+type rawFile struct {
+	fd   int
+	path string
+}
+
+// createFile creates the file path, which must not exist: O_EXCL also
+// never follows a symlink there.
+func createFile(path string, perm os.FileMode) (*rawFile, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, uint32(perm))
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return &rawFile{fd: fd, path: path}, nil
+	}
+}
+
+func (f *rawFile) Write(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := syscall.Write(f.fd, b[n:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			return n, &os.PathError{Op: "write", Path: f.path, Err: err}
+		case m == 0:
+			return n, &os.PathError{Op: "write", Path: f.path, Err: io.ErrShortWrite}
+		}
+		n += m
+	}
+	return n, nil
+}
+
+func (f *rawFile) Close() error {
+	if err := syscall.Close(f.fd); err != nil {
+		return &os.PathError{Op: "close", Path: f.path, Err: err}
+	}
+	return nil
+}
+
+// writeLoose writes a blob that is in no pack, read through go-git.
+func (w *writer) writeLoose(f io.Writer, h plumbing.Hash) error {
+	if w.r == nil {
+		r, done, err := w.c.openStreaming()
+		if err != nil {
+			return err
+		}
+		w.r, w.rdone = r, done
+	}
+	op := "read blob " + h.String()
+	blob, err := w.r.BlobObject(h)
 	if err != nil {
 		return readErr(op, err)
 	}
@@ -287,23 +409,8 @@ func writeEntry(r *git.Repository, j job) error {
 	// A corrupt object shows only as it is inflated: its read errors say
 	// the cache is damaged, unlike the write errors of the copy (a full
 	// disk), which do not.
-	rd := &blobReader{r: brd, op: op}
-	perm := os.FileMode(0o644)
-	if j.mode == filemode.Executable {
-		perm = 0o755
-	}
-	// O_EXCL: the release was emptied before the export, so an existing
-	// file means something is wrong, and it never follows a symlink
-	// planted where a file should go.
-	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, rd); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	_, err = io.CopyBuffer(plainWriter{f}, &blobReader{r: brd, op: op}, w.pr.buf)
+	return err
 }
 
 // blobReader marks the read errors of a blob as damage of the cache.

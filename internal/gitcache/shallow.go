@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"go.uber.org/zap"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -569,9 +570,18 @@ func (c *Cache) storePack(r *git.Repository, req *packp.UploadPackRequest, resp 
 	case req.Capabilities.Supports(capability.Sideband):
 		pack = sideband.NewDemuxer(sideband.Sideband, resp)
 	}
-	if err := packfile.UpdateObjectStorage(r.Storer, pack); err != nil && !errors.Is(err, packfile.ErrEmptyPackfile) {
+	st, ok := r.Storer.(*filesystem.Storage)
+	if !ok {
+		if err := packfile.UpdateObjectStorage(r.Storer, pack); err != nil && !errors.Is(err, packfile.ErrEmptyPackfile) {
+			return translate(op, err)
+		}
+		return nil
+	}
+	if err := indexPack(st.Filesystem().Root(), pack); err != nil {
 		return translate(op, err)
 	}
+	// go-git lists the packs once: it must see the new one.
+	st.Reindex()
 	return nil
 }
 
