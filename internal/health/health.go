@@ -142,7 +142,9 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 				e.Last, e.Output = re.Summary(), re.Tail
 			}
 		}
-		isWrong := errors.As(err, new(*wrongAnswer)) && (k.Settling == nil || !k.Settling())
+		answered := errors.As(err, new(*wrongAnswer))
+		settling := answered && k.Settling != nil && k.Settling()
+		isWrong := answered && !settling
 		if isWrong {
 			wrong++
 		} else {
@@ -156,6 +158,11 @@ func (k *Checker) Run(ctx context.Context, c desired.Check) error {
 		}
 		streak++
 		wait := Backoff(streak+1, c.Interval)
+		if settling {
+			// An old process answered: the new ones answer within
+			// moments, not at the pace of a slow start.
+			wait = min(firstBackoff, c.Interval)
+		}
 		if cutShort || time.Until(deadline) <= wait {
 			return e
 		}

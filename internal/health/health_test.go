@@ -206,11 +206,21 @@ func TestWrongAnswerWhileSettlingIsRetried(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := check("http", srv.URL+"/health", 2)
-	c.Body = "new"
+	c.Body, c.Interval = "new", time.Second
 	k := &Checker{Runner: &runner.Runner{Log: zaptest.NewLogger(t)}, Dir: t.TempDir(), Settling: func() bool { return hits.Load() < 5 }}
-	k.after = func(time.Duration) <-chan time.Time { return time.After(time.Millisecond) }
+	var waits []time.Duration
+	k.after = func(d time.Duration) <-chan time.Time {
+		waits = append(waits, d)
+		return time.After(time.Millisecond)
+	}
 	if err := k.Run(context.Background(), c); err != nil || hits.Load() != 6 {
 		t.Fatalf("got %v after %d requests; want a pass on the 6th", err, hits.Load())
+	}
+	// Old answers are checked again at the first step's pace, not doubling.
+	for i, w := range waits[:4] {
+		if w != firstBackoff {
+			t.Errorf("wait %d after an old answer: %s, want %s (all: %v)", i+1, w, firstBackoff, waits)
+		}
 	}
 	// Settled at once: the same wrong answers fail after 2.
 	hits.Store(0)
