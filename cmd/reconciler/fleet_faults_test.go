@@ -225,6 +225,8 @@ func count(events []string, prefix string) int {
 // Applied again, the killed host finishes its switch under a slot and the
 // rollout ends with both hosts healthy and one migration.
 func TestFleetAgentKilledHoldingSlot(t *testing.T) {
+	// Mostly waiting (a lease to expire, etcd to answer): beside the others.
+	t.Parallel()
 	c := etcdtest.Start(t, 1)
 	f := newProcFleet(t, c.Endpoints(), "fleet: {group: web, max_parallel: 1, migrate: once}\n", "web-1", "web-2")
 	cli := etcdClient(t, c.Endpoints())
@@ -280,6 +282,8 @@ func TestFleetAgentKilledHoldingSlot(t *testing.T) {
 // applies all reach the new commit, one switching at a time, one
 // migration.
 func TestFleetEtcdMemberKilledMidRollout(t *testing.T) {
+	// Mostly waiting (a lease to expire, etcd to answer): beside the others.
+	t.Parallel()
 	c := etcdtest.Start(t, 3)
 	f := newProcFleet(t, c.Endpoints(), "fleet: {group: web, max_parallel: 1, canary: 1, migrate: once}\n", "web-1", "web-2", "web-3")
 	cli := etcdClient(t, c.Endpoints())
@@ -356,6 +360,8 @@ func TestFleetEtcdMemberKilledMidRollout(t *testing.T) {
 // removed by hand, is put back on v1 all the same. etcd started again,
 // the host goes on to v2.
 func TestFleetEtcdStoppedDaemonWaitsAndRepairs(t *testing.T) {
+	// Mostly waiting (a lease to expire, etcd to answer): beside the others.
+	t.Parallel()
 	c := etcdtest.Start(t, 1)
 	f := newProcFleet(t, c.Endpoints(), "fleet: {group: web, max_parallel: 1, migrate: once}\n", "web-1")
 	v1 := f.commit("v1")
