@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"treehash":    treehash,
 			"waitfile":    waitfile,
+			"waitmatch":   waitmatch,
 			"setsha":      setsha,
 			"corruptpack": corruptpack,
 			"hookserver":  hookserver,
@@ -68,6 +70,39 @@ func waitfile(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		if time.Now().After(deadline) {
 			ts.Fatalf("waitfile: %s did not appear", args[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitmatch FILE REGEXP [COUNT] waits until FILE has COUNT (default 1)
+// lines matching REGEXP: how a script knows background daemons got as far
+// as their commands say, without sleeping.
+func waitmatch(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 && len(args) != 3 {
+		ts.Fatalf("usage: waitmatch FILE REGEXP [COUNT]")
+	}
+	re, err := regexp.Compile(args[1])
+	ts.Check(err)
+	want := 1
+	if len(args) == 3 {
+		want, err = strconv.Atoi(args[2])
+		ts.Check(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		b, _ := os.ReadFile(ts.MkAbs(args[0]))
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if re.MatchString(l) {
+				n++
+			}
+		}
+		if n >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("waitmatch: %d lines of %s match %q, want %d:\n%s", n, args[0], args[1], want, b)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -77,6 +77,11 @@ type Options struct {
 	// plan moving the host to a new target (see gated); nil for a host on
 	// its own.
 	Fleet fleetgate.Gate
+	// FleetWait bounds how long the apply waits for its turn in the fleet
+	// (the migration of another host, a switch slot), all waits together;
+	// past it the apply ends waiting, the host on its release. 0: as long
+	// as ctx lasts.
+	FleetWait time.Duration
 }
 
 // Rollback is what `reconciler rollback` asks for.
@@ -148,7 +153,9 @@ type executor struct {
 	slot        fleetgate.Slot
 	migrateTurn fleetgate.Turn
 	doneBy      string
-	reported    bool // the fleet heard the target is built
+	reported    bool      // the fleet heard the target is built
+	slotAsked   bool      // the fleet was asked for a switch slot
+	waitUntil   time.Time // the end of FleetWait, from the first turn
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -366,6 +373,7 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 	gated := e.gated(p)
 	if gated {
 		defer e.dropSlot()
+		e.holdOwnRelease(p)
 	}
 	for _, s := range p.Steps {
 		if s.Action == plan.Fetch {

@@ -3,11 +3,14 @@ package apply
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/reconciler-dev/reconciler/internal/fleetgate"
+	"github.com/reconciler-dev/reconciler/internal/fsx"
+	"github.com/reconciler-dev/reconciler/internal/layout"
 	"github.com/reconciler-dev/reconciler/internal/plan"
 	"github.com/reconciler-dev/reconciler/internal/record"
 )
@@ -24,20 +27,60 @@ const releaseTimeout = 30 * time.Second
 // gated reports whether p takes the host to a new target, the only plans
 // the fleet is asked about: never a revert, a rollback, a blocked plan
 // holding the last good release, or a repair back to the release the
-// reconciler last switched this host to (drift is repaired without etcd).
+// reconciler last switched this host to and verified (drift is repaired
+// without etcd). A switch that a kill cut short — the link on the target,
+// its checks never passed — is finished under a slot like any other, so
+// the rollout hears how it went.
 func (e *executor) gated(p *plan.Plan) bool {
-	if e.Fleet == nil || !p.RevertsOnFailure() || p.Target == "" || p.Target == p.Linked {
+	if e.Fleet == nil || !p.RevertsOnFailure() || p.Target == "" {
 		return false
 	}
-	if h, err := record.ReadHost(e.l.HostFile()); err == nil && h != nil && h.Linked == p.Target {
-		return false
+	h, err := record.ReadHost(e.l.HostFile())
+	if err != nil {
+		h = nil
+	}
+	finishing := false
+	if p.Target == p.Linked || h != nil && h.Linked == p.Target {
+		if h == nil || h.Linked != p.Target || h.Verified {
+			return false
+		}
+		finishing = true
 	}
 	for _, s := range p.Steps {
-		if s.Action == plan.Switch || s.Action == plan.Migrate {
+		switch s.Action {
+		case plan.Switch, plan.Migrate:
 			return true
+		case plan.Service, plan.Health:
+			if finishing {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// holdOwnRelease puts the link back on the release the reconciler last
+// switched this host to and verified, when it drifted (removed or moved by
+// hand), before a gated plan waits for its turn: however long the fleet
+// makes it wait, etcd up or not, the host serves its own release.
+func (e *executor) holdOwnRelease(p *plan.Plan) {
+	h, err := record.ReadHost(e.l.HostFile())
+	if err != nil || h == nil || !h.Verified || h.Linked == "" || h.Linked == p.Target {
+		return
+	}
+	want := layout.LinkTarget(h.Linked)
+	if got, err := os.Readlink(e.l.LinkPath()); err == nil && got == want {
+		return
+	}
+	r, err := record.ReadRelease(e.l.RecordFile(h.Linked))
+	if err != nil || r.State != record.Complete {
+		return
+	}
+	if err := fsx.SwitchLink(e.l.LinkPath(), want); err != nil {
+		e.log.Warn("fleet: put the link back on the host's own release", zap.String("release", h.Linked), zap.Error(err))
+		return
+	}
+	e.log.Info("fleet: link put back on the host's own release before waiting for a turn", zap.String("release", h.Linked))
 }
 
 // turn asks the fleet before the migration and before the switch of a
@@ -51,6 +94,16 @@ func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		e.reported = true
 		e.Fleet.Report(ctx, fleetgate.Status{Release: p.Linked, Commit: p.ShipsFrom, Target: t.Key(), State: fleetgate.StateBuilt, LastApply: e.Now().UTC()})
 	}
+	if e.FleetWait > 0 {
+		// One budget for every wait of the plan: the migration's and
+		// the slot's together.
+		if e.waitUntil.IsZero() {
+			e.waitUntil = time.Now().Add(e.FleetWait)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, e.waitUntil)
+		defer cancel()
+	}
 	switch s.Action {
 	case plan.Migrate:
 		mt, err := e.Fleet.Migrate(ctx, t)
@@ -63,7 +116,13 @@ func (e *executor) turn(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		}
 		e.doneBy = ""
 		e.migrateTurn = mt
-	case plan.Switch:
+	case plan.Switch, plan.Service, plan.Health:
+		// Once per plan: at its switch, or at the first service action
+		// of a switch being finished.
+		if e.slotAsked {
+			return nil
+		}
+		e.slotAsked = true
 		sl, err := e.Fleet.AcquireSwitch(ctx, t)
 		if err != nil {
 			return classify(describe(s), err)

@@ -274,6 +274,7 @@ func applyCmd(g *globals) *cobra.Command {
 	var (
 		asJSON, retry bool
 		lockTimeout   time.Duration
+		fleetWait     time.Duration
 		ff            fleetFlags
 	)
 	cmd := &cobra.Command{
@@ -283,6 +284,9 @@ func applyCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if lockTimeout < 0 {
 				return fmt.Errorf("--lock-timeout must not be negative, got %s", lockTimeout)
+			}
+			if fleetWait < 0 {
+				return fmt.Errorf("--fleet-wait must not be negative, got %s", fleetWait)
 			}
 			d, err := g.load()
 			if err != nil {
@@ -309,6 +313,7 @@ func applyCmd(g *globals) *cobra.Command {
 			}
 			res, err := apply.Apply(cmd.Context(), apply.Options{
 				Fleet:       gateOf(ag),
+				FleetWait:   fleetWait,
 				Desired:     d,
 				Git:         cache(d, log),
 				Runner:      &runner.Runner{Log: log.Named("run")},
@@ -332,6 +337,7 @@ func applyCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON on stdout (progress goes to stderr)")
 	cmd.Flags().BoolVar(&retry, "retry", false, "build a target that failed before again, from the step that failed")
 	cmd.Flags().DurationVar(&lockTimeout, "lock-timeout", 0, "wait this long for another apply on the same root (default: fail at once)")
+	cmd.Flags().DurationVar(&fleetWait, "fleet-wait", 0, "with fleet:, wait this long for this host's turn (another host's migration, a switch slot), then end waiting on the current release (default: until interrupted)")
 	ff.add(cmd.Flags())
 	return cmd
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -115,6 +116,21 @@ func (a *agents) Close() {
 	a.closeLocked()
 }
 
+// report is the agent's view of its fleet for /status: nil without
+// fleet: (or before the desired state was read), else the host, its state
+// and its group's rollouts. An interface holding a nil pointer is not nil,
+// hence the any.
+func (a *agents) report(ctx context.Context, st *desired.State) any {
+	if st == nil || st.Fleet == nil {
+		return nil
+	}
+	ag, err := a.get(st)
+	if err != nil {
+		return map[string]string{"error": err.Error()}
+	}
+	return ag.HostReport(ctx)
+}
+
 // gateOf is ag as apply's Gate: nil without fleet:.
 func gateOf(ag *fleet.Agent) fleetgate.Gate {
 	if ag == nil {
@@ -140,6 +156,11 @@ func reportApply(ctx context.Context, ag *fleet.Agent, st *desired.State, res *a
 	}
 	if err != nil {
 		s.Message = err.Error()
+	}
+	var we *fleetgate.WaitingError
+	if errors.As(err, &we) {
+		// What it waits for, not only that it waits.
+		s.State = we.Error()
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
@@ -192,7 +213,7 @@ func fleetCmd(g *globals) *cobra.Command {
 				if asJSON {
 					enc := json.NewEncoder(g.stdout)
 					enc.SetIndent("", "  ")
-					return enc.Encode(fleetReport(gs))
+					return enc.Encode(gs.Report())
 				}
 				writeFleetStatus(g.human(g.stdout), gs)
 				return nil
@@ -239,67 +260,8 @@ func fleetCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// rolloutProgress is one rollout's counts, as fleet status shows them.
-type rolloutProgress struct {
-	Target     string            `json:"target"`
-	State      string            `json:"state"` // rolling or halted
-	Halted     string            `json:"halted,omitempty"`
-	Canaries   []string          `json:"canaries,omitempty"`
-	Built      []string          `json:"built"` // hosts that built the target
-	Switched   []string          `json:"switched"`
-	Healthy    []string          `json:"healthy"`
-	Failed     map[string]string `json:"failed"`
-	Waiting    []string          `json:"waiting"`
-	MigratedBy string            `json:"migrated_by,omitempty"`
-	Migrating  string            `json:"migrating,omitempty"`
-}
-
-type fleetStatusJSON struct {
-	App       string            `json:"app"`
-	Group     string            `json:"group"`
-	Suspended bool              `json:"suspended"`
-	Hosts     []fleet.Status    `json:"hosts"`
-	Slots     []string          `json:"slots"`
-	Rollouts  []rolloutProgress `json:"rollouts"`
-}
-
-func fleetReport(gs *fleet.GroupStatus) fleetStatusJSON {
-	out := fleetStatusJSON{App: gs.App, Group: gs.Group, Suspended: gs.Suspended, Hosts: gs.Agents, Slots: gs.Slots}
-	if out.Hosts == nil {
-		out.Hosts = []fleet.Status{}
-	}
-	if out.Slots == nil {
-		out.Slots = []string{}
-	}
-	out.Rollouts = []rolloutProgress{}
-	for _, r := range gs.Rollouts {
-		p := rolloutProgress{Target: r.Target, State: r.State(), Halted: r.Halted, Canaries: r.Canaries,
-			Switched: nonNil(r.Switched), Healthy: nonNil(r.Healthy), Failed: r.Failed, Waiting: []string{},
-			MigratedBy: r.MigratedBy, Migrating: r.Migrating}
-		// A host that switched built first, whether or not it said so
-		// (an older agent, or etcd out of reach when it would have).
-		built := append(slices.Clone(r.Built), r.Switched...)
-		for _, a := range gs.Agents {
-			if a.Target == r.Target && strings.HasPrefix(a.State, "waiting") {
-				p.Waiting = append(p.Waiting, a.Host)
-			}
-		}
-		slices.Sort(built)
-		p.Built = nonNil(slices.Compact(built))
-		out.Rollouts = append(out.Rollouts, p)
-	}
-	return out
-}
-
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
-	}
-	return s
-}
-
 func writeFleetStatus(w io.Writer, gs *fleet.GroupStatus) {
-	rep := fleetReport(gs)
+	rep := gs.Report()
 	fmt.Fprintf(w, "Group %s/%s", rep.App, rep.Group)
 	if rep.Suspended {
 		fmt.Fprint(w, " (suspended: no host takes a switch slot)")

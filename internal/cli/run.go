@@ -237,6 +237,8 @@ func (g *globals) run(cmd *cobra.Command, f runFlags) error {
 		}
 		srv := &daemon.Server{Daemon: d, Secret: secret, Log: log, Status: func(ctx context.Context) (any, error) {
 			return statusReport(ctx, d.Desired(), log)
+		}, Fleet: func(ctx context.Context) any {
+			return fleetAgents.report(ctx, d.Desired())
 		}}
 		go func() { errc <- srv.Serve(ctx, ln) }()
 		log.Info("listening", zap.String("addr", ln.Addr().String()))

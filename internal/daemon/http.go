@@ -26,6 +26,10 @@ type Server struct {
 	Daemon *Daemon
 	// Status returns the host's status report (reconciler status --json).
 	Status func(ctx context.Context) (any, error)
+	// Fleet returns the host's part in its fleet and its group's rollout
+	// (fleet.HostReport), shown as "fleet"; nil, or a nil answer, for a
+	// host without fleet:.
+	Fleet func(ctx context.Context) any
 	// Secret signs webhook bodies; nil disables the webhook.
 	Secret []byte
 	Log    *zap.Logger
@@ -108,6 +112,11 @@ func (s *Server) Handler() http.Handler {
 				out["status_error"] = err.Error()
 			} else {
 				out["status"] = st
+			}
+		}
+		if s.Fleet != nil {
+			if f := s.Fleet(r.Context()); f != nil {
+				out["fleet"] = f
 			}
 		}
 		b, err := redactJSON(out)

@@ -309,3 +309,85 @@ func TestMemberKilledMidRollout(t *testing.T) {
 		t.Errorf("switch order %v: the canary web-00 is not first", rec.acquired)
 	}
 }
+
+// A canary that goes away before it reported healthy or failed — its
+// agent stopped, or killed and its lease expired — is replaced by the
+// next live host by name, which switches as the canary; the others
+// follow it. Without the replacement they wait for it forever.
+func TestGoneCanaryIsReplaced(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	tests := []struct {
+		name string
+		gone func(a *Agent, cli *clientv3.Client)
+	}{
+		{"agent stopped", func(a *Agent, _ *clientv3.Client) { a.Close() }},
+		{"agent killed: its lease expires", func(_ *Agent, cli *clientv3.Client) { cli.Close() }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cfg := testConfig("")
+			cfg.Group, cfg.Canary = fmt.Sprintf("g%d", i), 1
+			agents := map[string]*Agent{}
+			clients := map[string]*clientv3.Client{}
+			waits := map[string]chan string{}
+			for _, h := range []string{"web-1", "web-2", "web-3"} {
+				hc := cfg
+				hc.Host = h
+				w := make(chan string, 10)
+				hc.OnWait = func(r string) { w <- r }
+				clients[h] = newClient(t, c.Endpoints())
+				agents[h], waits[h] = newAgent(t, clients[h], hc), w
+				if err := agents[h].Report(ctx, Status{State: "building"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			type res struct {
+				host string
+				err  error
+			}
+			order := make(chan res, 2)
+			for _, h := range []string{"web-2", "web-3"} {
+				go func() {
+					s, err := agents[h].AcquireSwitch(ctx, target)
+					if err == nil {
+						order <- res{h, nil}
+						err = s.Release(ctx, true, nil)
+					}
+					if err != nil {
+						order <- res{h, err}
+					}
+				}()
+			}
+			for _, h := range []string{"web-2", "web-3"} {
+				if r := <-waits[h]; r != "waiting for the canaries web-1" {
+					t.Fatalf("%s waits for %q", h, r)
+				}
+			}
+			tt.gone(agents["web-1"], clients["web-1"])
+			var got []string
+			for range 2 {
+				select {
+				case r := <-order:
+					if r.err != nil {
+						t.Fatalf("%s: %v", r.host, r.err)
+					}
+					got = append(got, r.host)
+				case <-ctx.Done():
+					t.Fatalf("the rollout stopped with its canary gone; switched: %v", got)
+				}
+			}
+			if !slices.Equal(got, []string{"web-2", "web-3"}) {
+				t.Errorf("switch order %v, want web-2 (the new canary) then web-3", got)
+			}
+			g, err := ReadGroup(ctx, newClient(t, c.Endpoints()), cfg.App, cfg.Group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(g.Rollouts) != 1 || !slices.Equal(g.Rollouts[0].Canaries, []string{"web-2"}) {
+				t.Errorf("rollout: %+v, want the canary web-2", g.Rollouts)
+			}
+		})
+	}
+}

@@ -172,7 +172,13 @@ func (a *Agent) AcquireSwitch(ctx context.Context, t Target) (*Slot, error) {
 		if timer != nil {
 			extra = timer.C
 		}
-		werr := a.wait(ctx, rev, extra, a.key("slots")+"/", a.key("suspended"), a.rkey(t)+"/")
+		prefixes := []string{a.key("slots") + "/", a.key("suspended"), a.rkey(t) + "/"}
+		if strings.HasPrefix(why, waitingCanaries) {
+			// A canary whose agent goes is replaced: its status key
+			// going is news.
+			prefixes = append(prefixes, a.key("agents")+"/")
+		}
+		werr := a.wait(ctx, rev, extra, prefixes...)
 		if timer != nil {
 			timer.Stop()
 		}
@@ -228,7 +234,10 @@ func (a *Agent) trySwitch(ctx context.Context, t Target, soakUntil *time.Time) (
 				}
 			}
 			if len(pending) > 0 {
-				return nil, "waiting for the canaries " + strings.Join(pending, ", "), s.rev, nil, nil
+				if err := a.replaceGoneCanaries(ctx, t, s, canaries, ck.modRev, pending); err != nil {
+					return nil, "", 0, nil, err
+				}
+				return nil, waitingCanaries + strings.Join(pending, ", "), s.rev, nil, nil
 			}
 			// The soak is measured on this host's own clock from when it
 			// saw the canaries done: no clocks of two hosts compared.
@@ -308,6 +317,52 @@ func (a *Agent) chooseCanaries(ctx context.Context, t Target, s *snapshot) error
 		return err
 	}
 	// Whoever won, read again.
+	return errConflict
+}
+
+const waitingCanaries = "waiting for the canaries "
+
+// replaceGoneCanaries swaps each pending canary whose agent is gone (its
+// status key expired with its lease: the host is down, its agent stopped,
+// or it never started) for the next live host by name that is not a
+// canary yet and has not failed the target, so that a canary that never
+// arrives does not hold the rollout forever. It writes only while the
+// canaries are as read and the gone hosts still gone, and then returns
+// errConflict so the caller reads again; nil when no canary is gone.
+func (a *Agent) replaceGoneCanaries(ctx context.Context, t Target, s *snapshot, canaries []string, rev int64, pending []string) error {
+	var gone []string
+	for _, c := range pending {
+		if !contains(s.agents, c) {
+			gone = append(gone, c)
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	var next []string
+	for _, c := range canaries {
+		if !contains(gone, c) {
+			next = append(next, c)
+		}
+	}
+	for _, h := range s.agents { // sorted by name
+		if len(next) == len(canaries) {
+			break
+		}
+		if !contains(next, h) && !contains(canaries, h) && !s.has("failed/"+h) {
+			next = append(next, h)
+		}
+	}
+	b, _ := json.Marshal(next)
+	ck := a.rkey(t, "canaries")
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(ck), "=", rev)}
+	for _, g := range gone {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(a.key("agents", g)), "=", 0))
+	}
+	if _, err := a.txn(ctx, cmps, clientv3.OpPut(ck, string(b))); err != nil {
+		return err
+	}
+	a.log.Info("canaries gone, replaced", zap.Strings("gone", gone), zap.Strings("canaries", next))
 	return errConflict
 }
 
