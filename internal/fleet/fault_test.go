@@ -322,6 +322,13 @@ func TestGoneCanaryIsReplaced(t *testing.T) {
 	}{
 		{"agent stopped", func(a *Agent, _ *clientv3.Client) { a.Close() }},
 		{"agent killed: its lease expires", func(_ *Agent, cli *clientv3.Client) { cli.Close() }},
+		// Its commands differ from the group's: another build of the
+		// commit, a rollout of its own, never this one.
+		{"agent on another build of the commit", func(a *Agent, _ *clientv3.Client) {
+			if err := a.Report(context.Background(), Status{State: "built", Commit: target.Commit, Target: target.Commit + "-0therbuild"}); err != nil {
+				panic(err)
+			}
+		}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,8 +392,14 @@ func TestGoneCanaryIsReplaced(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(g.Rollouts) != 1 || !slices.Equal(g.Rollouts[0].Canaries, []string{"web-2"}) {
-				t.Errorf("rollout: %+v, want the canary web-2", g.Rollouts)
+			var ro *Rollout
+			for i := range g.Rollouts {
+				if g.Rollouts[i].Target == target.Key() {
+					ro = &g.Rollouts[i]
+				}
+			}
+			if ro == nil || !slices.Equal(ro.Canaries, []string{"web-2"}) {
+				t.Errorf("rollouts: %+v, want %s with the canary web-2", g.Rollouts, target.Key())
 			}
 		})
 	}

@@ -336,8 +336,17 @@ func (a *Agent) replaceGoneCanaries(ctx context.Context, t Target, s *snapshot, 
 			gone = append(gone, c)
 		}
 	}
-	if len(gone) == 0 {
+	elsewhere := a.elsewhere(ctx, t, pending, gone)
+	if len(gone) == 0 && len(elsewhere) == 0 {
 		return nil
+	}
+	cmps := []clientv3.Cmp{}
+	for _, g := range gone {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(a.key("agents", g)), "=", 0))
+	}
+	for h, rev := range elsewhere {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(a.key("agents", h)), "=", rev))
+		gone = append(gone, h)
 	}
 	var next []string
 	for _, c := range canaries {
@@ -355,15 +364,40 @@ func (a *Agent) replaceGoneCanaries(ctx context.Context, t Target, s *snapshot, 
 	}
 	b, _ := json.Marshal(next)
 	ck := a.rkey(t, "canaries")
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(ck), "=", rev)}
-	for _, g := range gone {
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(a.key("agents", g)), "=", 0))
-	}
+	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(ck), "=", rev))
 	if _, err := a.txn(ctx, cmps, clientv3.OpPut(ck, string(b))); err != nil {
 		return err
 	}
-	a.log.Info("canaries gone, replaced", zap.Strings("gone", gone), zap.Strings("canaries", next))
+	a.log.Info("canaries gone or on another build of the commit, replaced", zap.Strings("gone", gone), zap.Strings("canaries", next))
 	return errConflict
+}
+
+// elsewhere returns, with the revision of their status keys, the pending
+// canaries (not gone) whose agents report another build of this commit: a
+// host whose commands differ from the group's is a rollout of its own and
+// would never arrive in this one. Only the pending canaries' keys are
+// read, and only while a host waits for them.
+func (a *Agent) elsewhere(ctx context.Context, t Target, pending, gone []string) map[string]int64 {
+	out := map[string]int64{}
+	for _, c := range pending {
+		if contains(gone, c) {
+			continue
+		}
+		octx, cancel := a.op(ctx)
+		r, err := a.cli.Get(octx, a.key("agents", c))
+		cancel()
+		if err != nil || len(r.Kvs) == 0 {
+			continue
+		}
+		var st Status
+		if json.Unmarshal(r.Kvs[0].Value, &st) != nil {
+			continue
+		}
+		if st.Target != "" && st.Target != t.Key() && strings.HasPrefix(st.Target, t.Commit+"-") {
+			out[c] = r.Kvs[0].ModRevision
+		}
+	}
+	return out
 }
 
 func (a *Agent) txn(ctx context.Context, cmps []clientv3.Cmp, ops ...clientv3.Op) (*clientv3.TxnResponse, error) {
