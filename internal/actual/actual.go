@@ -190,11 +190,15 @@ func Observe(ctx context.Context, d *desired.State, git Git) (*State, error) {
 	if git == nil {
 		return s, nil // status: the host only, no questions to git
 	}
-	c, err := observeCommit(ctx, d.Source.Commit, git, s.Releases)
-	if err != nil {
-		return nil, err
+	if c, ok := linkedCommit(d, s); ok {
+		s.Commit = c
+	} else {
+		c, err := observeCommit(ctx, d.Source.Commit, git, s.Releases)
+		if err != nil {
+			return nil, err
+		}
+		s.Commit = c
 	}
-	s.Commit = c
 	if err := observeCacheKeys(ctx, d, git, s); err != nil {
 		return nil, err
 	}
@@ -439,6 +443,31 @@ func observeLink(l layout.Layout, s *State) error {
 	}
 	s.Link = lk
 	return nil
+}
+
+// linkedCommit is the commit of a host that already runs what d asks for:
+// source.commit a full SHA, the linked release complete, built from it with
+// d's fingerprint, and no cached build step (whose keys are read from the
+// commit's tree). Nothing is then asked of the git cache: a converged apply
+// opens no pack (with twenty packs, a fifth of its start-up). The cache
+// held the commit when the release was built; a plan that builds reads it
+// through observeCommit.
+func linkedCommit(d *desired.State, s *State) (Commit, bool) {
+	ref := d.Source.Commit
+	if !desired.IsFullHash(ref) || s.Link.Release == "" {
+		return Commit{}, false
+	}
+	for _, b := range d.Build {
+		if b.Cache != nil {
+			return Commit{}, false
+		}
+	}
+	for _, r := range s.Releases {
+		if r.Name == s.Link.Release && r.Complete() && strings.EqualFold(r.Record.Commit, ref) && r.Record.Fingerprint == d.Fingerprint() {
+			return Commit{Ref: ref, SHA: r.Record.Commit, Kind: gitcache.KindCommit, InCache: true}, true
+		}
+	}
+	return Commit{}, false
 }
 
 // observeCommit resolves ref. A SHA the cache holds, or one a release on
