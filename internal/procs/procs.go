@@ -36,19 +36,25 @@ func Tree(pid int) []int {
 	return out
 }
 
-func ppid(pid int) int {
+// stat returns the fields of /proc/<pid>/stat after the command name,
+// the first being the state (field 3); nil when the process is gone. The
+// command name, in parentheses, may hold spaces and parentheses: the
+// fields start after the last ')'.
+func stat(pid int) []string {
 	b, err := os.ReadFile(filepath.Join(Proc, strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return 0
+		return nil
 	}
-	// The command name, in parentheses, may hold spaces and parentheses:
-	// the fields after it start after the last ')'.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0
+		return nil
 	}
-	f := strings.Fields(s[i+1:])
+	return strings.Fields(s[i+1:])
+}
+
+func ppid(pid int) int {
+	f := stat(pid)
 	if len(f) < 2 {
 		return 0
 	}
@@ -60,17 +66,7 @@ func ppid(pid int) int {
 // /proc/<pid>/stat): with the pid, it names one process even after the
 // pid is reused. 0 when the process is gone.
 func StartTime(pid int) uint64 {
-	b, err := os.ReadFile(filepath.Join(Proc, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	// After the command: state (field 3) ... starttime (field 22).
-	f := strings.Fields(s[i+1:])
+	f := stat(pid)
 	if len(f) < 20 {
 		return 0
 	}
@@ -85,13 +81,8 @@ func Cwd(pid int) (string, error) {
 
 // Alive reports whether pid exists and is not a zombie.
 func Alive(pid int) bool {
-	b, err := os.ReadFile(filepath.Join(Proc, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && !strings.HasPrefix(s[i+1:], " Z")
+	f := stat(pid)
+	return len(f) > 0 && f[0] != "Z"
 }
 
 // InUse returns, for each directory directly under dir that some live
