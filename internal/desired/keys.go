@@ -123,6 +123,7 @@ var keyTable = []Key{
 	{"preflight", "run", tStr, true, "starts the app in the release, listening on $RECONCILER_PREFLIGHT_PORT"},
 	{"preflight", "health", tChecks, true, "checks that must pass against it; ${RECONCILER_PREFLIGHT_PORT} expands in URLs"},
 	{"preflight", "timeout", tDuration, false, "bounds the whole preflight, 1s to 1h (default 1m)"},
+	{"preflight", "start", Type{Kind: Enum, Values: PreflightStarts}, false, "with_migrate (default): the server starts beside the migration, its checks run after it, and a server that fails them is started again after it; after_migrate: it starts after the migration"},
 
 	{"service", "name", tStr, true, "the service's name: lower-case letters, digits, _ and -"},
 	{"service", "manager", Type{Kind: Enum, Values: []string{ManagerCommand, ManagerSupervisor, ManagerSystemd}}, true, "what runs the service"},

@@ -340,9 +340,13 @@ func TestParsePreflight(t *testing.T) {
 	want := &Preflight{Run: "venv/bin/python -m gunicorn --bind 127.0.0.1:${RECONCILER_PREFLIGHT_PORT} app.wsgi",
 		Health: []Check{{Kind: "http", Target: "http://127.0.0.1:${RECONCILER_PREFLIGHT_PORT}/health", Timeout: DefaultCheckTimeout,
 			Interval: DefaultCheckInterval, Failures: DefaultCheckFailures}},
-		Timeout: 30 * time.Second, RunAs: "deploy"}
+		Timeout: 30 * time.Second, RunAs: "deploy", Start: PreflightWithMigrate}
 	if !reflect.DeepEqual(d.Preflight, want) {
 		t.Errorf("preflight:\n got %+v\nwant %+v", d.Preflight, want)
+	}
+	after, err := Parse(strings.NewReader(src+"  start: after_migrate\n"), "d.yaml")
+	if err != nil || after.Preflight.Start != PreflightAfterMigrate || after.Preflight.Fingerprint() != d.Preflight.Fingerprint() {
+		t.Errorf("start: after_migrate: %v %+v; want it set, the same preflight fingerprint", err, after.Preflight)
 	}
 	// A preflight does not change what the build produces.
 	without, _ := Parse(strings.NewReader(head), "d.yaml")
@@ -357,7 +361,8 @@ func TestParsePreflight(t *testing.T) {
 		"preflight: {run: \" \", health: [{tcp: \"a:1\"}]}\n":           "d.yaml:5:18: preflight.run: must not be empty",
 		"preflight: {run: x, health: [{tcp: a}]}\n":                     `d.yaml:5:36: preflight.health[0].tcp: "a" is not host:port`,
 		"preflight: {run: x, health: [{tcp: \"a:1\"}], timeout: 1ms}\n": "d.yaml:5:54: preflight.timeout: must be between 1s and 1h0m0s, got 1ms",
-		"preflight: {run: x, health: [{tcp: \"a:1\"}], port: 1}\n":      `d.yaml:5:45: preflight.port: unknown key "port"; known keys: run, health, timeout`,
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], port: 1}\n":      `d.yaml:5:45: preflight.port: unknown key "port"; known keys: run, health, timeout, start`,
+		"preflight: {run: x, health: [{tcp: \"a:1\"}], start: early}\n": `d.yaml:5:52: preflight.start: "early" is not a start: want with_migrate (the server starts beside the migration, its checks after it) or after_migrate`,
 		"build: [{name: preflight, run: x}]\n":                          `d.yaml:5:16: build[0].name: "preflight" is the name of one of the reconciler's own steps`,
 	}
 	for in, want := range bad {

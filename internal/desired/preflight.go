@@ -20,7 +20,27 @@ type Preflight struct {
 	Timeout time.Duration
 	// RunAs is who Run and command checks run as: the top-level run_as.
 	RunAs string
+	// Start is when Run starts: PreflightWithMigrate or
+	// PreflightAfterMigrate. Its checks run after the migration either way.
+	Start string
 }
+
+// When a preflight's server starts, relative to the migration.
+const (
+	// PreflightWithMigrate (the default) starts the server as the
+	// migration starts, so that the app's start (a second or so of
+	// Python) runs beside the migration on another core. The checks wait
+	// for the migration. A server that fails them is started again once
+	// the migration is done, and that one decides: code that needs the
+	// new schema to start is judged on it.
+	PreflightWithMigrate = "with_migrate"
+	// PreflightAfterMigrate starts the server once the migration is done:
+	// for an app whose start writes to the database the migration changes.
+	PreflightAfterMigrate = "after_migrate"
+)
+
+// PreflightStarts are the values of preflight.start.
+var PreflightStarts = []string{PreflightWithMigrate, PreflightAfterMigrate}
 
 // DefaultPreflightTimeout bounds a preflight without a timeout.
 const DefaultPreflightTimeout = time.Minute
@@ -45,7 +65,7 @@ func (pf Preflight) Fingerprint() string {
 }
 
 func (p *parser) preflight(n *yaml.Node, s *State) {
-	pf := &Preflight{Timeout: DefaultPreflightTimeout}
+	pf := &Preflight{Timeout: DefaultPreflightTimeout, Start: PreflightWithMigrate}
 	var haveRun, haveHealth bool
 	nerr := len(p.errs)
 	if !p.fields(n, "preflight", keysOf("preflight"), func(key string, k, v *yaml.Node) {
@@ -71,6 +91,13 @@ func (p *parser) preflight(n *yaml.Node, s *State) {
 		case "timeout":
 			if d, ok := p.duration(v, fp, time.Second, time.Hour); ok {
 				pf.Timeout = d
+			}
+		case "start":
+			if val, ok := p.str(v, fp); ok {
+				if !contains(PreflightStarts, val) {
+					p.fail(v, fp, "%q is not a start: want with_migrate (the server starts beside the migration, its checks after it) or after_migrate", val)
+				}
+				pf.Start = val
 			}
 		}
 	}) {

@@ -137,6 +137,9 @@ type Step struct {
 	// Track: a migrate or reverse step reads the migrations afterwards
 	// and records them.
 	Track *Track `json:"track,omitempty"`
+	// AfterMigrate: a preflight whose server starts once the migration
+	// is done, not beside it (preflight.start: after_migrate).
+	AfterMigrate bool `json:"after_migrate,omitempty"`
 	// Rerun: a migrate step of a complete release, run again before its
 	// switch because some of its migrations are no longer applied (a
 	// reverse unapplied them). Its record changes only if it fails.
@@ -748,7 +751,8 @@ func ReleaseSteps(d *desired.State) []Step {
 		// Recorded like a build step, so a resumed apply does not start
 		// it again once it passed.
 		out = append(out, Step{Action: Preflight, Name: StepPreflight, Run: pf.Run, Timeout: pf.Timeout, RunAs: pf.RunAs,
-			Fingerprint: pf.Fingerprint(), Checks: pf.Health, Detail: checkNames(pf.Health)})
+			Fingerprint: pf.Fingerprint(), Checks: pf.Health, Detail: checkNames(pf.Health),
+			AfterMigrate: pf.Start == desired.PreflightAfterMigrate})
 	}
 	return out
 }
