@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -145,6 +146,15 @@ type executor struct {
 	// early is the preflight's server, started while the migrations were
 	// recorded; stopping, one stopping after its checks passed.
 	early, stopping *preflightServer
+	// listing is the recording of the migrations after a migrate step,
+	// running while the apply goes on; listed, the last one awaited.
+	listing, listed *listing
+	// migrationsMu orders the writes of the migrations record: the
+	// listing's, in the background, and a schema step's.
+	migrationsMu sync.Mutex
+	// appliedBefore is what the record said was applied before the
+	// migrate step ran; nil when not known.
+	appliedBefore []string
 	// preReload holds, by service, the processes a reload found running
 	// (pid: start time): the old workers the health step lets finish.
 	preReload map[string]map[int]uint64
@@ -370,6 +380,7 @@ func (e *executor) rollback(ctx context.Context) error {
 // migration and its switch, and holds a switch slot until its last check.
 func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 	defer e.finishPreflight()
+	defer e.awaitListing()
 	gated := e.gated(p)
 	if gated {
 		defer e.dropSlot()
@@ -386,6 +397,15 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 			if err := e.turn(ctx, p, s); err != nil {
 				return err
 			}
+		}
+		switch s.Action {
+		case plan.Switch:
+			e.lowerListing()
+		case plan.Preflight, plan.Service, plan.Health, plan.Schema:
+			// A schema step (a revert's) writes the record under
+			// migrationsMu, as the listing does.
+		default:
+			e.awaitListing()
 		}
 		err := e.step(ctx, p, s)
 		if err == nil {

@@ -7,8 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/reconciler-dev/reconciler/internal/history"
 	"os"
+	"slices"
 	"strings"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/reconciler-dev/reconciler/internal/desired"
 	"github.com/reconciler-dev/reconciler/internal/layout"
@@ -76,7 +80,12 @@ func ParseMigrationList(out string) ([]string, error) {
 // what it printed on stdout. The runner interleaves stdout and stderr:
 // the script prints stdout after a marker of its own, once the command
 // ended, so that a warning on stderr is never read as a migration.
-func (e *executor) list(ctx context.Context, p *plan.Plan, s plan.Step, script, release, commit string) (string, error) {
+// bg is told the pid of a listing in the background.
+func (e *executor) list(ctx context.Context, p *plan.Plan, s plan.Step, script, release, commit string, bg *listing) (string, error) {
+	var started func(int)
+	if bg != nil {
+		started = bg.started
+	}
 	var nonce [8]byte
 	rand.Read(nonce[:])
 	marker := "--- reconciler migrations " + hex.EncodeToString(nonce[:]) + " ---"
@@ -91,6 +100,7 @@ func (e *executor) list(ctx context.Context, p *plan.Plan, s plan.Step, script, 
 		Output:  &out,
 		Contain: true,
 		User:    s.RunAs,
+		Started: started,
 	})
 	if err != nil {
 		return "", fmt.Errorf("list migrations (%s): %w", script, err)
@@ -104,10 +114,10 @@ func (e *executor) list(ctx context.Context, p *plan.Plan, s plan.Step, script, 
 
 // readMigrations lists, with the code of release, the migrations it has
 // and those applied.
-func (e *executor) readMigrations(ctx context.Context, p *plan.Plan, s plan.Step, release, commit string) (known, applied []string, err error) {
+func (e *executor) readMigrations(ctx context.Context, p *plan.Plan, s plan.Step, release, commit string, bg *listing) (known, applied []string, err error) {
 	tr := s.Track
 	if tr.Kind == desired.MigrationsDjango {
-		out, err := e.list(ctx, p, s, tr.Known, release, commit)
+		out, err := e.list(ctx, p, s, tr.Known, release, commit, bg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -121,7 +131,7 @@ func (e *executor) readMigrations(ctx context.Context, p *plan.Plan, s plan.Step
 		script string
 		into   *[]string
 	}{{tr.Known, &known}, {tr.Applied, &applied}} {
-		out, err := e.list(ctx, p, s, q.script, release, commit)
+		out, err := e.list(ctx, p, s, q.script, release, commit, bg)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -134,14 +144,117 @@ func (e *executor) readMigrations(ctx context.Context, p *plan.Plan, s plan.Step
 
 // recordMigrations reads the migrations with the code of release and
 // records them: those it has, and the applied set.
-func (e *executor) recordMigrations(ctx context.Context, p *plan.Plan, s plan.Step, release, commit string) error {
-	known, applied, err := e.readMigrations(ctx, p, s, release, commit)
+func (e *executor) recordMigrations(ctx context.Context, p *plan.Plan, s plan.Step, release, commit string, bg *listing) error {
+	known, applied, err := e.readMigrations(ctx, p, s, release, commit, bg)
 	if err != nil {
 		return err
 	}
+	if bg != nil {
+		bg.applied = applied
+	}
+	e.migrationsMu.Lock()
+	defer e.migrationsMu.Unlock()
 	_, err = record.UpdateMigrations(e.l.MigrationsFile(), record.MigrationsUpdate{At: e.Now(), Release: release, Known: known,
 		Applied: applied, By: release, Keep: e.releasesOnDisk()})
 	return err
+}
+
+// listingNice is the priority of a listing still running once the link
+// moved: the app's new workers starting are what the user waits for
+// then. Awaited, it runs at the usual priority again.
+const listingNice = 19
+
+// recordMigrationsLater reads and records the migrations after the
+// migrate step s succeeded, while the apply goes on to the preflight
+// (whose server starts on the other core at the same time), the switch
+// and the health check: the listing is a start of the app (a second or so
+// of Python) that none of them needs. Once the link moved, it runs at a
+// lower priority (lowerListing). awaitListing waits for it before any
+// step that reads or prunes the record, and before the apply returns.
+// A revert does not wait for it: the broken release would serve users
+// meanwhile.
+func (e *executor) recordMigrationsLater(ctx context.Context, p *plan.Plan, s plan.Step) {
+	e.awaitListing()
+	l := &listing{step: s, done: make(chan struct{})}
+	e.listing = l
+	go func() {
+		defer close(l.done)
+		l.err = e.recordMigrations(ctx, p, s, s.Release, s.Commit, l)
+	}()
+}
+
+// listing is a recording of the migrations running in the background.
+type listing struct {
+	step    plan.Step
+	done    chan struct{}
+	pgid    atomic.Int64 // of the running command, to raise its priority when awaited
+	err     error        // read once done is closed
+	applied []string     // the applied migrations it read, once done
+}
+
+func (l *listing) started(pid int) { l.pgid.Store(int64(pid)) }
+
+// lowerListing lowers the priority of a listing still running.
+func (e *executor) lowerListing() {
+	if l := e.listing; l != nil {
+		if pgid := l.pgid.Load(); pgid != 0 {
+			_ = syscall.Setpriority(syscall.PRIO_PGRP, int(pgid), listingNice)
+		}
+	}
+}
+
+// awaitListing waits for the listing running in the background, if one
+// is, and returns it (nil if none ran). One that failed leaves the
+// release without a record of its migrations, as one built before
+// migrate.kind was set: the migration itself succeeded, so the release
+// is not failed for it. It is said in the log and the history.
+func (e *executor) awaitListing() *listing {
+	l := e.listing
+	if l == nil {
+		return nil
+	}
+	e.listing, e.listed = nil, l
+	if pgid := l.pgid.Load(); pgid != 0 {
+		// Waited for now: at the usual priority (root may raise it; for
+		// another user this fails and the wait is longer).
+		_ = syscall.Setpriority(syscall.PRIO_PGRP, int(pgid), 0)
+	}
+	<-l.done
+	if l.err != nil {
+		msg := fmt.Sprintf("the migrations of release %s are not recorded: %v", l.step.Release, l.err)
+		e.log.Warn(msg)
+		history.Append(e.l.HistoryFile(), history.Record{Time: e.Now().UTC(), Kind: history.KindStep, ApplyID: e.recID, Trigger: e.Trigger,
+			Commit: l.step.Commit, Release: l.step.Release, Step: describe(l.step) + " (record the migrations)", Result: StepFailed, Error: msg})
+	}
+	return l
+}
+
+// schemaMayHaveChanged says whether the migrate step of this apply may
+// have changed the schema: unknown (true) unless the migrations are
+// tracked, and both the record before it and the listing after it read
+// the applied set.
+func (e *executor) schemaMayHaveChanged() bool {
+	l := e.awaitListing()
+	if l == nil {
+		l = e.listed
+	}
+	if l == nil || l.err != nil || e.appliedBefore == nil {
+		return true
+	}
+	return !slices.Equal(slices.Sorted(slices.Values(l.applied)), slices.Sorted(slices.Values(e.appliedBefore)))
+}
+
+// noteAppliedBefore reads, before the migrate step s runs, the applied
+// migrations the record holds: schemaMayHaveChanged compares them with
+// those the listing reads after it. Left nil when not known.
+func (e *executor) noteAppliedBefore(s plan.Step) {
+	e.appliedBefore = nil
+	if s.Track == nil {
+		return
+	}
+	if m, err := record.ReadMigrations(e.l.MigrationsFile()); err == nil && m != nil {
+		e.appliedBefore = append([]string{}, m.Applied...)
+	}
 }
 
 // releasesOnDisk names the releases under releases/: the migrations
@@ -168,7 +281,7 @@ func (e *executor) reverse(ctx context.Context, p *plan.Plan, s plan.Step) error
 	env := append(e.env(p, s.In, s.InCommit), "RECONCILER_MIGRATIONS_TO_REVERSE="+strings.Join(s.Migrations, " "))
 	err := splitOutput(e.commandEnv(ctx, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.In), true, env))
 	if err == nil && s.Track != nil {
-		err = e.recordMigrations(ctx, p, s, s.In, s.InCommit)
+		err = e.recordMigrations(ctx, p, s, s.In, s.InCommit, nil)
 	}
 	if err != nil {
 		return e.failed(ctx, s, record.MigrateFailed, err)
@@ -199,6 +312,8 @@ func (e *executor) failed(ctx context.Context, s plan.Step, event record.Event, 
 // recordAhead records a switch that leaves the schema ahead of the
 // target (on_rollback: warn).
 func (e *executor) recordAhead(s plan.Step) error {
+	e.migrationsMu.Lock()
+	defer e.migrationsMu.Unlock()
 	_, err := record.UpdateMigrations(e.l.MigrationsFile(), record.MigrationsUpdate{At: e.Now(),
 		Ahead: &record.Ahead{Release: s.Release, Migrations: s.Migrations}})
 	if err == nil {

@@ -50,6 +50,9 @@ type preflightServer struct {
 	// stopped is closed when a server stopped in the background (after
 	// its checks passed) has exited.
 	stopped chan struct{}
+	// withMigration: started as the migration started, on the schema
+	// before it.
+	withMigration bool
 }
 
 // startPreflight starts step s's server in its release on a free loopback
@@ -92,17 +95,27 @@ func (srv *preflightServer) shutdown() error {
 }
 
 // startPreflightEarly starts the server of the preflight that follows the
-// migrate step s, if one does, while the migrations are recorded: both
-// are a start of the app (a second or so of Python each), on cores of
-// their own. The server starts after the migration ran, as it would in
-// its own step; its checks run in that step.
-func (e *executor) startPreflightEarly(ctx context.Context, p *plan.Plan, s plan.Step) {
+// migrate step s, if one does and none runs yet: with the migration
+// (preflight.start: with_migrate) when withMigration, else once it ran,
+// while the migrations are recorded. Either way the app's start (a second
+// or so of Python) runs beside another one on the other core, and the
+// checks run in the preflight step, after the migration.
+func (e *executor) startPreflightEarly(ctx context.Context, p *plan.Plan, s plan.Step, withMigration bool) {
+	if e.early != nil {
+		return
+	}
 	for i, x := range p.Steps {
 		if x.Action == s.Action && x.Name == s.Name && x.Release == s.Release && x.Rerun == s.Rerun {
-			if i+1 < len(p.Steps) && p.Steps[i+1].Action == plan.Preflight && p.Steps[i+1].Release == s.Release {
-				// A server that fails to start here is started again by
-				// its step, which reports why.
-				e.early, _ = e.startPreflight(ctx, p, p.Steps[i+1])
+			if i+1 < len(p.Steps) {
+				next := p.Steps[i+1]
+				if next.Action == plan.Preflight && next.Release == s.Release && (!withMigration || !next.AfterMigrate) {
+					// A server that fails to start here is started again by
+					// its step, which reports why.
+					e.early, _ = e.startPreflight(ctx, p, next)
+					if e.early != nil {
+						e.early.withMigration = withMigration
+					}
+				}
 			}
 			return
 		}
@@ -168,12 +181,14 @@ func (w *lateWriter) attach(view io.Writer) {
 }
 
 // preflight runs the step's checks against its server — the one started
-// while the migrations were recorded, or a new one — then stops the
-// server: in the background when the checks passed (it serves no one, and
-// the apply waits for it before it returns), at once otherwise. The
-// step's timeout bounds the start and the checks. A server that exits
-// before its checks pass, or a check that fails, fails the step with the
-// server's last output.
+// with the migration or while the migrations were recorded, or a new one —
+// then stops the server: in the background when the checks passed (it
+// serves no one, and the apply waits for it before it returns), at once
+// otherwise. A server that started with the migration and fails is
+// started again, now that the migration is done, and that one decides:
+// its start may have needed the new schema. The step's timeout bounds the
+// starts and the checks. A server that exits before its checks pass, or a
+// check that fails, fails the step with the server's last output.
 func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	srv := e.early
 	e.early = nil
@@ -181,12 +196,30 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		srv.shutdown()
 		srv = nil
 	}
-	if srv == nil {
-		var err error
-		if srv, err = e.startPreflight(ctx, p, s); err != nil {
+	deadline := time.Now().Add(s.Timeout)
+	for {
+		if srv == nil {
+			var err error
+			if srv, err = e.startPreflight(ctx, p, s); err != nil {
+				return err
+			}
+		}
+		err := e.checkPreflight(ctx, s, srv, deadline)
+		if err == nil || !srv.withMigration || ctx.Err() != nil || !time.Now().Before(deadline) {
 			return err
 		}
+		// Started on the schema before the migration: if the migration
+		// may have changed it, the start may have needed the new one.
+		if !e.schemaMayHaveChanged() {
+			return err
+		}
+		e.View.Note(s, fmt.Sprintf("the server started with the migration failed (%v); starting it again on the migrated schema", err))
+		srv = nil
 	}
+}
+
+// checkPreflight runs the checks against srv and stops it.
+func (e *executor) checkPreflight(ctx context.Context, s plan.Step, srv *preflightServer, deadline time.Time) error {
 	srv.out.attach(e.View.Output(s))
 	e.stepLog = srv.logPath
 	dir, env, port, exited := srv.dir, srv.env, srv.port, srv.exited
@@ -198,7 +231,7 @@ func (e *executor) preflight(ctx context.Context, p *plan.Plan, s plan.Step) err
 		}
 	}()
 
-	checkCtx, cancel := context.WithTimeout(ctx, s.Timeout)
+	checkCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	checked := make(chan error, 1)
 	var passed []string // read once checked has sent: notes are told from this goroutine, as the view expects

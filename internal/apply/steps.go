@@ -187,6 +187,10 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 			// for this target: recorded done here, not run again.
 			e.View.Note(s, doneByNote(e.doneBy))
 		default:
+			if s.Action == plan.Migrate && !s.Rerun {
+				e.noteAppliedBefore(s)
+				e.startPreflightEarly(ctx, p, s, true)
+			}
 			err = splitOutput(e.command(ctx, p, s, e.l.StepLog(s.Release, s.Name), e.l.ReleaseDir(s.Release), true))
 			if s.Action == plan.Migrate {
 				e.finishMigration(ctx, err)
@@ -194,9 +198,11 @@ func (e *executor) releaseStep(ctx context.Context, p *plan.Plan, s plan.Step) e
 		}
 		if err == nil && s.Track != nil {
 			if s.Action == plan.Migrate && !s.Rerun {
-				e.startPreflightEarly(ctx, p, s)
+				e.startPreflightEarly(ctx, p, s, false)
+				e.recordMigrationsLater(ctx, p, s)
+			} else {
+				err = e.recordMigrations(ctx, p, s, s.Release, s.Commit, nil)
 			}
-			err = e.recordMigrations(ctx, p, s, s.Release, s.Commit)
 		}
 		if s.Rerun {
 			if err != nil {

@@ -37,6 +37,9 @@ type Command struct {
 	// uid, primary group and supplementary groups, with HOME, USER and
 	// LOGNAME set to its own.
 	User string
+	// Started, when set, is told the command's pid, which is its process
+	// group's id, once it started.
+	Started func(pid int)
 }
 
 // pipeGrace is how long Run waits, after the command exited, for processes
@@ -139,6 +142,9 @@ func (r *Runner) Run(ctx context.Context, c Command) error {
 	log.Debug("command start", zap.String("command", c.Name), zap.String("dir", c.Dir))
 	if err := cmd.Start(); err != nil {
 		return &Error{Name: c.Name, ExitCode: -1, Err: err}
+	}
+	if c.Started != nil {
+		c.Started(cmd.Process.Pid)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
