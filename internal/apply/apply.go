@@ -146,6 +146,9 @@ type executor struct {
 	// early is the preflight's server, started while the migrations were
 	// recorded; stopping, one stopping after its checks passed.
 	early, stopping *preflightServer
+	// idle is the server whose checks passed, until the health check is
+	// done.
+	idle *preflightServer
 	// listing is the recording of the migrations after a migrate step,
 	// running while the apply goes on; listed, the last one awaited.
 	listing, listed *listing
@@ -394,6 +397,8 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 			return classify(describe(s), ErrInterrupted)
 		}
 		if gated {
+			// A turn may be a long wait: no idle server meanwhile.
+			e.stopIdlePreflight()
 			if err := e.turn(ctx, p, s); err != nil {
 				return err
 			}
@@ -408,6 +413,9 @@ func (e *executor) perform(ctx context.Context, p *plan.Plan) error {
 			e.awaitListing()
 		}
 		err := e.step(ctx, p, s)
+		if s.Action == plan.Health || err != nil {
+			e.stopIdlePreflight()
+		}
 		if err == nil {
 			if gated && s.Verified && e.slot != nil {
 				e.releaseSlot(ctx, true, nil)

@@ -122,13 +122,31 @@ func (e *executor) startPreflightEarly(ctx context.Context, p *plan.Plan, s plan
 	}
 }
 
+// stopIdlePreflight starts stopping, in the background, the server whose
+// checks passed.
+func (e *executor) stopIdlePreflight() {
+	srv := e.idle
+	if srv == nil {
+		return
+	}
+	e.idle = nil
+	srv.stopped = make(chan struct{})
+	e.stopping = srv
+	go func() {
+		srv.shutdown()
+		close(srv.stopped)
+	}()
+}
+
 // finishPreflight stops a server started early whose step did not run,
-// and waits for one stopping in the background: none outlives the apply.
+// and one whose checks passed, and waits for one stopping in the
+// background: none outlives the apply.
 func (e *executor) finishPreflight() {
 	if e.early != nil {
 		e.early.shutdown()
 		e.early = nil
 	}
+	e.stopIdlePreflight()
 	if e.stopping != nil {
 		<-e.stopping.stopped
 		e.stopping = nil
@@ -259,16 +277,13 @@ func (e *executor) checkPreflight(ctx context.Context, s plan.Step, srv *preflig
 			early = true
 		default:
 			if checkErr == nil && ctx.Err() == nil {
-				// Passed: the server stops while the switch goes on (a
-				// graceful stop: gunicorn waits for its workers).
+				// Passed: the server, idle, stops once the health check
+				// is done (stopIdlePreflight): a stop is a second start's
+				// worth of work (gunicorn waits for its workers, Python
+				// tears down) that would slow the new workers' start.
 				background = true
 				srv.out.attach(io.Discard) // what it says while it stops is the log's
-				srv.stopped = make(chan struct{})
-				e.stopping = srv
-				go func() {
-					srv.shutdown()
-					close(srv.stopped)
-				}()
+				e.idle = srv
 			} else {
 				srv.stop()
 				runErr = <-exited
@@ -283,7 +298,7 @@ func (e *executor) checkPreflight(ctx context.Context, s plan.Step, srv *preflig
 		e.View.Note(s, n)
 	}
 	if background {
-		e.View.Note(s, "the server stops in the background")
+		e.View.Note(s, "the server stops after the health check")
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

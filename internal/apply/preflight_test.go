@@ -101,8 +101,8 @@ func TestPreflightPasses(t *testing.T) {
 	res, _ := h.mustApply(h.withPreflight(h.desired(h.commit("v1"))), func(o *Options) { o.View = v })
 	// The server stops while the switch goes on; the apply waits for it
 	// (serverGone below).
-	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") || !strings.Contains(n, "the server stops in the background") {
-		t.Errorf("notes %q; want the check passed and the server stopped in the background", n)
+	if n := strings.Join(v.notes, "\n"); !strings.Contains(n, "passed http") || !strings.Contains(n, "the server stops after the health check") {
+		t.Errorf("notes %q; want the check passed and the server stopped after the health check", n)
 	}
 	var actions []string
 	for _, s := range res.Plan.Steps {
