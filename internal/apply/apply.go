@@ -143,8 +143,9 @@ type executor struct {
 	// stepLog is the full log the running step's command writes, once
 	// opened: StepResult.Log.
 	stepLog string
-	// early is the preflight's server, started while the migrations were
-	// recorded; stopping, one stopping after its checks passed.
+	// early is the preflight's server, started with the migration or
+	// while the migrations are recorded; stopping, one stopping after its
+	// checks passed.
 	early, stopping *preflightServer
 	// idle is the server whose checks passed, until the health check is
 	// done.

@@ -194,16 +194,19 @@ func TestPreflightKillsServerIgnoringTerm(t *testing.T) {
 	h.serverGone()
 }
 
-// With migrations tracked, the preflight's server starts as soon as the
-// migration ran, while the migrations are recorded (two starts of the app
-// at once, not one after the other): here the listing of the applied
-// migrations returns only once the server wrote its pids, which it never
-// would if the server started after it. The checks still pass in the
-// preflight step, and the server is gone when the apply returns.
+// With migrations tracked and preflight.start: after_migrate, the
+// preflight's server starts as soon as the migration ran, while the
+// migrations are recorded (two starts of the app at once, not one after
+// the other): here the listing of the applied migrations returns only once
+// the server wrote its pids, which it never would if the server started
+// after it. (With the default, with_migrate, it started earlier still.)
+// The checks still pass in the preflight step, and the server is gone when
+// the apply returns.
 func TestPreflightStartsWhileMigrationsAreRecorded(t *testing.T) {
 	h := newHost(t)
 	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
 	d := h.withPreflight(h.tracked(h.commit("v1"), desired.OnRollbackWarn))
+	d.Preflight.Start = desired.PreflightAfterMigrate
 	d.Migrate.Timeout = 30 * time.Second // the old order fails here, after this
 	d.Migrate.Migrations.Applied = `while [ ! -s "$RECONCILER_SHARED/preflight.pids" ]; do sleep 0.01; done; cat "$RECONCILER_SHARED/db"`
 	v := &events{}
