@@ -15,6 +15,12 @@ def released(response):
     # nginx logs this header: the tests count the responses of each release
     # where users' requests pass.
     response["X-Release"] = VERSION
+    # The release the process started in. A module imported lazily (this
+    # one: Django loads the URLconf on the first request) comes from
+    # wherever the link points at that moment, so a worker of the old
+    # release may answer with the new views: the bench tells such a mixed
+    # answer from the new release's by this header.
+    response["X-Release-Dir"] = str(settings.BASE_DIR)
     return response
 
 
