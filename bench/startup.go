@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -31,6 +33,7 @@ func (b *bench) startup() {
 		check(fmt.Errorf("go build hello: %v\n%s", err, out))
 	}
 	file := b.deployedHost("startup", 20)
+	parts := b.initOnly()
 
 	runs, warm := 51, 5
 	if b.runs < 21 {
@@ -43,6 +46,12 @@ func (b *bench) startup() {
 		{"hello", []string{hello}},
 		{"version", []string{b.bin, "version"}},
 		{"apply", []string{b.bin, "apply", "-f", file}},
+	}
+	for _, p := range parts {
+		cmds = append(cmds, struct {
+			name string
+			args []string
+		}{p.name, []string{p.bin}})
 	}
 	wall := make([][]time.Duration, len(cmds))
 	cpu := make([][]time.Duration, len(cmds))
@@ -77,7 +86,103 @@ func (b *bench) startup() {
 	hf, vf, af := medianInt(faults[0]), medianInt(faults[1]), medianInt(faults[2])
 	fmt.Printf("          CPU time: hello-world %s, version %s (%.2fx), apply %s (+%s); page faults: %d, %d (%.2fx), %d (+%d)\n",
 		ms(hc), ms(vc), float64(vc)/float64(hc), ms(ac), ms(ac-vc), hf, vf, float64(vf)/float64(hf), af, af-vf)
+	if len(parts) > 0 {
+		fmt.Printf("          where it goes: programs that only link and initialise what `reconciler` imports, in the same runs:\n")
+		for i, p := range parts {
+			w, f := median(wall[3+i]), medianInt(faults[3+i])
+			fmt.Printf("            %-52s %7s (%.2fx hello-world), %d packages, %d page faults\n", p.name+":", ms(w), float64(w)/float64(hw), p.packages, f)
+		}
+	}
 	fmt.Printf("          (%d interleaved runs after %d warm-up, medians)\n", runs, warm)
+}
+
+// initOnlyProgram is a program that imports, for their inits only, the
+// packages `reconciler` imports, less some.
+type initOnlyProgram struct {
+	name, bin string
+	packages  int
+}
+
+// initOnly builds three such programs: with every package `reconciler`
+// imports; without the etcd client (etcd, gRPC, protobuf); without it and
+// go-git (with its ssh and OpenPGP). Their start against hello-world's
+// is what the packages cost, whatever the commands do: the floor each
+// choice of dependencies sets. The programs live in a build overlay, so
+// that they can import the module's internal packages without a file in
+// the tree.
+func (b *bench) initOnly() []initOnlyProgram {
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Standard}} {{join .Deps \" \"}}", "./cmd/reconciler").Output()
+	if err != nil {
+		fmt.Printf("          (go list -deps ./cmd/reconciler: %v: no breakdown)\n", err)
+		return nil
+	}
+	etcd := []string{"go.etcd.io/", "google.golang.org/", "github.com/grpc-ecosystem/", "github.com/gogo/", "github.com/golang/protobuf/", "github.com/coreos/"}
+	gogit := []string{"github.com/go-git/", "github.com/ProtonMail/", "golang.org/x/crypto/ssh", "github.com/kevinburke/", "github.com/cloudflare/", "github.com/pjbgf/", "github.com/skeema/", "github.com/emirpasic/", "github.com/jbenet/", "github.com/sergi/", "github.com/xanzy/", "github.com/cyphar/", "dario.cat/", "github.com/golang/groupcache/"}
+	uses := func(deps []string, prefixes []string) bool {
+		for _, d := range deps {
+			for _, p := range prefixes {
+				if strings.HasPrefix(d, p) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	variants := []struct {
+		name    string
+		without [][]string
+		imports []string
+	}{
+		{name: "every package"},
+		{name: "without the etcd client (gRPC, protobuf)", without: [][]string{etcd}},
+		{name: "without the etcd client and go-git", without: [][]string{etcd, gogit}},
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		path, std, deps := f[0], f[1] == "true", append([]string{f[0]}, f[2:]...)
+		internal := slices.Contains(strings.Split(path, "/"), "internal") && !strings.HasPrefix(path, "github.com/reconciler-dev/reconciler/internal/")
+		if internal || strings.HasPrefix(path, "vendor/") || path == "unsafe" || path == "C" || strings.HasSuffix(path, "/cmd/reconciler") || (std && strings.HasPrefix(path, "runtime/")) {
+			continue
+		}
+	next:
+		for i := range variants {
+			for _, w := range variants[i].without {
+				if uses(deps, w) {
+					continue next
+				}
+			}
+			variants[i].imports = append(variants[i].imports, path)
+		}
+	}
+	wd, err := os.Getwd()
+	check(err)
+	dir := filepath.Join(b.dir, "init-only")
+	check(os.MkdirAll(dir, 0o755))
+	var programs []initOnlyProgram
+	for i, v := range variants {
+		var src strings.Builder
+		src.WriteString("package main\n\nimport (\n\t\"os\"\n")
+		for _, p := range v.imports {
+			if p != "os" {
+				fmt.Fprintf(&src, "\t_ %q\n", p)
+			}
+		}
+		src.WriteString(")\n\nfunc main() { os.Stdout.WriteString(\"reconciler dev\\n\") }\n")
+		file := filepath.Join(dir, fmt.Sprintf("main%d.go", i))
+		check(os.WriteFile(file, []byte(src.String()), 0o644))
+		pkg := filepath.Join(wd, "bench", fmt.Sprintf("zz_initonly%d", i))
+		overlay := filepath.Join(dir, fmt.Sprintf("overlay%d.json", i))
+		o, err := json.Marshal(map[string]any{"Replace": map[string]string{filepath.Join(pkg, "main.go"): file}})
+		check(err)
+		check(os.WriteFile(overlay, o, 0o644))
+		bin := filepath.Join(dir, fmt.Sprintf("init-only%d", i))
+		if out, err := exec.Command("go", "build", "-overlay", overlay, "-o", bin, "./bench/"+filepath.Base(pkg)).CombinedOutput(); err != nil {
+			fmt.Printf("          (building the init-only program %q: %v\n%s)\n", v.name, err, out)
+			return nil
+		}
+		programs = append(programs, initOnlyProgram{name: v.name, bin: bin, packages: len(v.imports)})
+	}
+	return programs
 }
 
 func medianInt(xs []int64) int64 {
