@@ -103,9 +103,10 @@ type initOnlyProgram struct {
 	packages  int
 }
 
-// initOnly builds three such programs: with every package `reconciler`
+// initOnly builds four such programs: with every package `reconciler`
 // imports; without the etcd client (etcd, gRPC, protobuf); without it and
-// go-git (with its ssh and OpenPGP). Their start against hello-world's
+// go-git (with its ssh and OpenPGP); go-git's alone (the design's git
+// library). Their start against hello-world's
 // is what the packages cost, whatever the commands do: the floor each
 // choice of dependencies sets. The programs live in a build overlay, so
 // that they can import the module's internal packages without a file in
@@ -131,11 +132,13 @@ func (b *bench) initOnly() []initOnlyProgram {
 	variants := []struct {
 		name    string
 		without [][]string
+		only    []string
 		imports []string
 	}{
 		{name: "every package"},
 		{name: "without the etcd client (gRPC, protobuf)", without: [][]string{etcd}},
 		{name: "without the etcd client and go-git", without: [][]string{etcd, gogit}},
+		{name: "go-git alone (its packages reconciler imports)", only: []string{"github.com/go-git/"}},
 	}
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
@@ -150,6 +153,9 @@ func (b *bench) initOnly() []initOnlyProgram {
 				if uses(deps, w) {
 					continue next
 				}
+			}
+			if variants[i].only != nil && !uses([]string{path}, variants[i].only) {
+				continue
 			}
 			variants[i].imports = append(variants[i].imports, path)
 		}
