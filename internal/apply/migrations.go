@@ -159,6 +159,39 @@ func (e *executor) recordMigrations(ctx context.Context, p *plan.Plan, s plan.St
 	return err
 }
 
+// recordMissing lists the migrations of a release the record lacks (a
+// plan.Record step) and records them. django's listing shows only the
+// migrations the code has: applied ones it does not know (a newer
+// release's, after a rollback) stay in the applied set, and so does a
+// warned switch's note of them. A failure fails the apply, not the
+// release: the host serves as it did, and the next apply lists again.
+func (e *executor) recordMissing(ctx context.Context, p *plan.Plan, s plan.Step) error {
+	known, applied, err := e.readMigrations(ctx, p, s, s.Release, s.Commit, nil)
+	if err != nil {
+		return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
+	}
+	e.migrationsMu.Lock()
+	defer e.migrationsMu.Unlock()
+	u := record.MigrationsUpdate{At: e.Now(), Release: s.Release, Known: known, Applied: applied, By: s.Release, Keep: e.releasesOnDisk()}
+	if s.Track.Kind == desired.MigrationsDjango {
+		m, err := record.ReadMigrations(e.l.MigrationsFile())
+		if err != nil {
+			return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
+		}
+		if m != nil {
+			u.Applied = append(u.Applied, record.Missing(record.Missing(m.Applied, known), applied)...)
+			if m.Ahead != nil && m.Ahead.Release == s.Release {
+				ahead := *m.Ahead
+				u.Ahead = &ahead
+			}
+		}
+	}
+	if _, err := record.UpdateMigrations(e.l.MigrationsFile(), u); err != nil {
+		return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
+	}
+	return nil
+}
+
 // listingNice is the priority of a listing still running once the link
 // moved: the app's new workers starting are what the user waits for
 // then. Awaited, it runs at the usual priority again.

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -210,4 +211,121 @@ func (h *host) mustApplyRes(d *desired.State) *Result {
 	h.t.Helper()
 	res, _ := h.mustApply(d)
 	return res
+}
+
+// dropKnown removes release's list of migrations from the record, with
+// the applied set as it was before: what a kill between the switch and
+// the end of the migration's listing (it runs in the background) leaves.
+func (h *host) dropKnown(release string, applied []string) {
+	h.t.Helper()
+	m := h.migrationsRecord()
+	delete(m.Releases, release)
+	if applied != nil {
+		m.Applied = applied
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := os.WriteFile(h.l.MigrationsFile(), b, 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// A record that lost the linked release's migrations (an apply killed
+// after its switch, before the listing was written) is listed again by
+// the next apply, which has nothing else to do; then a rollback over the
+// migration is seen for what it is and blocked. Without the listing the
+// record's applied set would lack v2's migration and the rollback would
+// go through.
+func TestLostMigrationsRecordIsListedAgain(t *testing.T) {
+	v1m := []string{"shop.0001_initial"}
+	v2m := []string{"shop.0001_initial", "shop.0002_note"}
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
+	v1 := h.commit("v1")
+	h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
+	h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
+	v2 := h.repo.Commit("v2")
+	h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
+	second := h.linked()
+	h.dropKnown(second, v1m)
+
+	res := h.mustApplyRes(h.tracked(v2, desired.OnRollbackBlock))
+	if got := actions(res.Plan); got != "record" {
+		t.Fatalf("steps %q; want only the record step", got)
+	}
+	if m := h.migrationsRecord(); !reflect.DeepEqual(m.Applied, v2m) || !reflect.DeepEqual(m.Releases[second], v2m) {
+		t.Fatalf("record %+v; want v2's migrations known and applied", m)
+	}
+	if res := h.mustApplyRes(h.tracked(v2, desired.OnRollbackBlock)); len(res.Steps) != 0 {
+		t.Errorf("steps %q after the record; want none", actions(res.Plan))
+	}
+	_, _, err := h.apply(context.Background(), h.tracked(v1, desired.OnRollbackBlock))
+	var be *BlockedError
+	if !errors.As(err, &be) || h.linked() != second {
+		t.Errorf("rollback over the recorded migration: %v, linked %s; want blocked on %s", err, h.linked(), second)
+	}
+}
+
+// A listing that fails fails the apply, not the release: the host keeps
+// serving it, its record is unchanged, and the next apply lists again.
+func TestFailedRecordStepKeepsTheRelease(t *testing.T) {
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	d := h.tracked(h.commit("v1"), desired.OnRollbackBlock)
+	h.mustApply(d)
+	first := h.linked()
+	h.dropKnown(first, nil)
+	d.Migrate.Migrations.Applied = `echo "database unreachable" >&2; exit 3`
+	_, _, err := h.apply(context.Background(), d)
+	if err == nil || !strings.Contains(err.Error(), "record the migrations of release "+first) || !strings.Contains(err.Error(), "status 3") {
+		t.Fatalf("apply with a failing listing: %v", err)
+	}
+	if rec := h.record(first); rec.State != record.Complete || rec.Failure != nil || h.linked() != first {
+		t.Errorf("release %+v, linked %s; want %s complete and linked", rec, h.linked(), first)
+	}
+	d.Migrate.Migrations.Applied = `cat "$RECONCILER_SHARED/db"`
+	if res := h.mustApplyRes(d); actions(res.Plan) != "record" {
+		t.Errorf("steps %q; want the record step again", actions(res.Plan))
+	}
+}
+
+// django's listing shows only the migrations the code has. Recording a
+// release that lacks applied ones (linked by a warned rollback) keeps
+// them in the applied set, and the warned switch's note, so a later
+// rollback still sees them.
+func TestRecordStepKeepsMigrationsTheCodeDoesNotKnow(t *testing.T) {
+	v1m := []string{"shop.0001_initial"}
+	v2m := []string{"shop.0001_initial", "shop.0002_note"}
+	h := newHost(t)
+	tracked := func(commit string) *desired.State {
+		d := h.tracked(commit, desired.OnRollbackWarn)
+		d.Migrate.Migrations = &desired.Migrations{Kind: desired.MigrationsDjango, OnRollback: desired.OnRollbackWarn,
+			Manage: `sh -c 'while read m; do if grep -qx "$m" "$RECONCILER_SHARED/db"; then echo "[X]  $m"; else echo "[ ]  $m"; fi; done < MIGRATIONS' manage`}
+		return d
+	}
+	h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
+	v1 := h.commit("v1")
+	h.mustApply(tracked(v1))
+	first := h.linked()
+	h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
+	h.mustApply(tracked(h.repo.Commit("v2")))
+	h.mustApply(tracked(v1)) // warned: shop.0002_note stays applied
+	if h.linked() != first {
+		t.Fatalf("linked %s after the rollback; want %s", h.linked(), first)
+	}
+	h.dropKnown(first, nil)
+
+	res := h.mustApplyRes(tracked(v1))
+	if got := actions(res.Plan); got != "record" {
+		t.Fatalf("steps %q; want only the record step", got)
+	}
+	m := h.migrationsRecord()
+	if !reflect.DeepEqual(m.Releases[first], v1m) || !reflect.DeepEqual(m.Applied, v2m) {
+		t.Errorf("record: %s knows %v, applied %v; want %v and %v", first, m.Releases[first], m.Applied, v1m, v2m)
+	}
+	if m.Ahead == nil || m.Ahead.Release != first || !reflect.DeepEqual(m.Ahead.Migrations, []string{"shop.0002_note"}) {
+		t.Errorf("ahead %+v; want the warned switch to %s kept", m.Ahead, first)
+	}
 }

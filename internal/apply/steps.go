@@ -51,6 +51,8 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 		return e.reverse(ctx, p, s)
 	case plan.Schema:
 		return e.recordAhead(s)
+	case plan.Record:
+		return e.recordMissing(ctx, p, s)
 	case plan.Prune:
 		if s.CacheEntry != "" {
 			return e.pruneCache(s)

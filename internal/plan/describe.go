@@ -64,6 +64,12 @@ func Describe(s Step) string {
 		return d
 	case Schema:
 		return s.Detail
+	case Record:
+		d := "the migrations of release " + s.Release
+		if s.RunAs != "" {
+			d += " (as " + s.RunAs + ")"
+		}
+		return d
 	}
 	return s.Name
 }

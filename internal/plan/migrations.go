@@ -136,6 +136,36 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 	return steps, schema, nil
 }
 
+// recordSteps lists the migrations of release name, the release the
+// plan leaves linked, when migrations are tracked and the record lacks
+// them: an apply stopped after its switch, before the listing that
+// follows its migration (it runs in the background) was written; that
+// listing failed; or the release was built before migrate.kind was set.
+// Without them a later rollback cannot tell what this release lacks,
+// and the applied set may miss its migrations. steps are the plan's so
+// far: a migrate of name lists them itself. The step runs after the
+// health check, which no one waits on it for.
+func recordSteps(d *desired.State, a *actual.State, name, commit string, steps []Step) []Step {
+	tr := TrackOf(d)
+	if tr == nil || name == NewRelease || commit == "" || a.MigrationsProblem != "" {
+		return nil
+	}
+	for _, s := range steps {
+		if s.Action == Migrate && s.Release == name {
+			return nil
+		}
+	}
+	reason := "no applied migrations are recorded yet"
+	if rec := a.Migrations; rec != nil && rec.Applied != nil {
+		if _, ok := rec.Known(name); ok {
+			return nil
+		}
+		reason = fmt.Sprintf("the record has no list of release %s's migrations (an apply stopped before writing it, its listing failed, or it was built before migrate.kind was set)", name)
+	}
+	return []Step{{Action: Record, Release: name, Commit: commit, Name: "migrations", Track: tr,
+		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Reason: reason}}
+}
+
 // appsNewestFirst are the apps of migrations (in applied order), the app
 // applied last first: the order to unapply them in, so that an app is
 // reversed before those it was migrated on top of.

@@ -88,3 +88,58 @@ func TestUntrackedMigrationsPlanAsBefore(t *testing.T) {
 		t.Fatal("desiredState tracks migrations")
 	}
 }
+
+// The release the plan leaves linked gets its migrations listed when
+// the record lacks them: after the health check, and only then.
+func TestRecordStepWhenTheRecordLacksTheRelease(t *testing.T) {
+	tests := []struct {
+		name    string
+		commit  string
+		tracked bool
+		change  func(a *actual.State)
+		steps   string // the plan's actions
+		reason  string // the record step's
+	}{
+		{name: "recorded", commit: shaB, tracked: true, change: func(*actual.State) {}},
+		{name: "linked release's list lost", commit: shaB, tracked: true,
+			change: func(a *actual.State) { delete(a.Migrations.Releases, a.Link.Release) },
+			steps:  "record", reason: "the record has no list of release 20261120T100000Z-bbbbbbbb's migrations"},
+		{name: "no record yet", commit: shaB, tracked: true, change: func(a *actual.State) { a.Migrations = nil },
+			steps: "record", reason: "no applied migrations are recorded yet"},
+		{name: "unreadable record", commit: shaB, tracked: true,
+			change: func(a *actual.State) { a.Migrations, a.MigrationsProblem = nil, "read x: unexpected end of JSON input" }},
+		{name: "untracked", commit: shaB, change: func(a *actual.State) { a.Migrations = nil }},
+		{name: "rollback to a release without a list", commit: shaA, tracked: true,
+			change: func(a *actual.State) { delete(a.Migrations.Releases, a.Releases[0].Name) },
+			steps:  "switch service service health record", reason: "20261119T100000Z-aaaaaaaa's migrations"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := desiredState(t, tt.commit[:8], 5)
+			if tt.tracked {
+				d = withMigrations(d, "django", "warn")
+			}
+			a := schemaAhead(d)
+			a.Commit = inCache(tt.commit)
+			tt.change(a)
+			p, err := Make(d, a, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []Action
+			for _, s := range p.Steps {
+				got = append(got, s.Action)
+			}
+			if g := strings.Join(actions(got), " "); g != tt.steps {
+				t.Fatalf("steps %q, want %q", g, tt.steps)
+			}
+			if tt.steps == "" {
+				return
+			}
+			s := p.Steps[len(p.Steps)-1]
+			if s.Release != p.Target || s.Track == nil || s.Track.Known != "venv/bin/python manage.py showmigrations --plan" || !strings.Contains(s.Reason, tt.reason) {
+				t.Errorf("record step %+v; want %s's listing, reason %q", s, p.Target, tt.reason)
+			}
+		})
+	}
+}

@@ -39,6 +39,9 @@ const (
 	// Schema records a switch that leaves the schema ahead of the target
 	// (migrate.on_rollback: warn).
 	Schema Action = "schema"
+	// Record lists a release's migrations for the record, which lacks
+	// them (see recordSteps): it changes nothing but the record.
+	Record Action = "record"
 )
 
 // Symbol is the mark a step gets in the human rendering.
@@ -355,6 +358,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 	}
 	p.Steps = append(p.Steps, pre...)
 	p.Steps = append(p.Steps, settleSteps...)
+	p.Steps = append(p.Steps, recordSteps(d, a, name, commit, p.Steps)...)
 	prunes := pruneSteps(d, a, name, p.Previous, switched)
 	p.Steps = append(p.Steps, prunes...)
 	p.Steps = append(p.Steps, cachePruneSteps(a, p.Steps, prunes)...)

@@ -355,6 +355,22 @@ func TestMakeGolden(t *testing.T) {
 			steps: []Action{Migrate, Switch, Service, Service, Health},
 		},
 		{
+			// An apply killed after its switch, before the migrations
+			// listing (in the background) was written: the next lists
+			// them, and has nothing else to do.
+			name: "record_lost_migrations",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaB[:8], 5), "django", "block")
+			},
+			a: func(d *desired.State) *actual.State {
+				a := schemaAhead(d)
+				a.Commit = inCache(shaB)
+				delete(a.Migrations.Releases, a.Link.Release)
+				return a
+			},
+			steps: []Action{Record},
+		},
+		{
 			name: "services_pending_after_interrupted_switch",
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {

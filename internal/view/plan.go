@@ -228,6 +228,7 @@ func Summary(p *plan.Plan) string {
 	add(plan.Fail, "failure to record", "failures to record")
 	add(plan.Service, "service action", "service actions")
 	add(plan.Health, "health check", "health checks")
+	add(plan.Record, "migrations listing to record", "migrations listings to record")
 	add(plan.Prune, "release to prune", "releases to prune")
 	add(pruneCache, "cache entry to prune", "cache entries to prune")
 	return "Plan: " + strings.Join(parts, ", ") + "."
