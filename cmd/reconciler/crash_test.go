@@ -42,12 +42,13 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 // TestCrashAnyInstant is invariant 1 under SIGKILL: the real binary applies
 // changing targets (new commits, a changed build step, rollbacks, pruning
 // with keep 2, a cached build step whose entries are filled, linked and
-// pruned, a preflight server on half the targets) and is killed — half the time at a random instant, half the
+// pruned, a preflight server on half the targets, migrations tracked) and is killed — half the time at a random instant, half the
 // time exactly at a step boundary (when the history file grows by its Nth
 // line) — while a reader resolves the link as fast as it can. Every
 // observation must find the link pointing at a release recorded complete
 // whose cached output is there; after each kill the next apply must
-// converge; at the end, every entry a release links is sealed, and no
+// converge, with the linked release's migrations recorded; at the end,
+// every entry a release links is sealed, and no
 // process a killed apply started still runs.
 func TestCrashAnyInstant(t *testing.T) {
 	bin, err := buildBinary()
@@ -71,7 +72,10 @@ func TestCrashAnyInstant(t *testing.T) {
 		if i%4 == 3 { // every fourth target changes the build: a new release of the same commit
 			extra = "  - {name: extra, run: \"touch extra\"}\n"
 		}
-		if i%2 == 1 { // half the targets start their release before the switch
+		// Half the targets start their release before the switch, half
+		// of those killed at a step boundary and half at random: without
+		// a preflight, the migrations listing still runs after the switch.
+		if i%4 == 1 || i%4 == 2 {
 			preflight = `preflight:
   run: exec /usr/bin/python3 -m http.server --bind 127.0.0.1 ${RECONCILER_PREFLIGHT_PORT}
   health:
@@ -89,7 +93,11 @@ build:
     cache: {key: [DEPS], paths: [out]}
   - {name: one, run: "sleep 0.02; cat VERSION > built"}
   - {name: two, run: "sleep 0.02; echo two > two"}
-%smigrate: {run: "sleep 0.01; test -f built && test -f out/deps"}
+%smigrate:
+  run: "sleep 0.01; test -f built && test -f out/deps; echo app.0001_initial > $RECONCILER_SHARED/db"
+  kind: other
+  known: "sleep 0.03; echo app.0001_initial"
+  applied: "cat $RECONCILER_SHARED/db"
 %sservices:
   - {name: web, manager: command, restart: "true"}
 `, repo.Dir, sha, extra, preflight)
@@ -144,7 +152,7 @@ build:
 		return bytes.Count(b, []byte("\n"))
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
-	killed, atBoundary, failedConverge, inFill, inPreflight := 0, 0, 0, 0, 0
+	killed, atBoundary, failedConverge, inFill, inPreflight, inListing := 0, 0, 0, 0, 0, 0
 	for i := 1; i <= n; i++ {
 		write(i)
 		base := lines()
@@ -156,7 +164,7 @@ build:
 			time.Sleep(time.Duration(rng.Intn(160)) * time.Millisecond)
 		} else {
 			// Right after the Nth step of this apply was recorded.
-			want := base + 1 + rng.Intn(8)
+			want := base + 1 + rng.Intn(11)
 			deadline := time.Now().Add(2 * time.Second)
 			for lines() < want && time.Now().Before(deadline) {
 				time.Sleep(200 * time.Microsecond)
@@ -174,6 +182,9 @@ build:
 		if pre {
 			inPreflight++
 		}
+		if !migrationsRecorded(root) {
+			inListing++
+		}
 		// The next apply converges: it succeeds, and a plan then has
 		// nothing to do.
 		if out, err := apply().CombinedOutput(); err != nil {
@@ -186,6 +197,10 @@ build:
 		if out, err := plan.CombinedOutput(); err != nil {
 			failedConverge++
 			t.Errorf("not converged after kill %d: %v\n%s", i, err, out)
+		} else if !migrationsRecorded(root) {
+			failedConverge++
+			b, _ := os.ReadFile(filepath.Join(root, ".reconciler", "migrations.json"))
+			t.Errorf("after kill %d the migrations record lacks the linked release or the applied set:\n%s", i, b)
 		}
 	}
 	close(stop)
@@ -196,10 +211,10 @@ build:
 	if pids := procs.InUse(filepath.Join(root, "releases")); len(pids) > 0 {
 		t.Errorf("processes outlived their killed applies: %v", pids)
 	}
-	t.Logf("kills %d (%d at a step boundary, %d inside a cache fill, %d inside a preflight), link observations %d, broken %d, failed convergences %d",
-		killed, atBoundary, inFill, inPreflight, observations.Load(), broken.Load(), failedConverge)
-	if *soak && (inFill == 0 || inPreflight == 0) {
-		t.Errorf("the soak never killed inside a cache fill (%d) or a preflight (%d)", inFill, inPreflight)
+	t.Logf("kills %d (%d at a step boundary, %d inside a cache fill, %d inside a preflight, %d before the migrations listing was recorded), link observations %d, broken %d, failed convergences %d",
+		killed, atBoundary, inFill, inPreflight, inListing, observations.Load(), broken.Load(), failedConverge)
+	if *soak && (inFill == 0 || inPreflight == 0 || inListing == 0) {
+		t.Errorf("the soak never killed inside a cache fill (%d), a preflight (%d) or before a listing was recorded (%d)", inFill, inPreflight, inListing)
 	}
 	if broken.Load() > 0 {
 		t.Errorf("%d broken link observations; first: %v", broken.Load(), firstBroken.Load())
@@ -207,6 +222,30 @@ build:
 	if observations.Load() < int64(n)*10 {
 		t.Errorf("only %d observations: the reader did not run", observations.Load())
 	}
+}
+
+// migrationsRecorded reports whether the migrations record knows the
+// linked release's migrations and the applied set: what a kill between
+// the switch and the end of the listing (in the background) leaves
+// undone, and the next apply must do.
+func migrationsRecorded(root string) bool {
+	target, err := os.Readlink(filepath.Join(root, "current"))
+	if err != nil {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(root, ".reconciler", "migrations.json"))
+	if err != nil {
+		return false
+	}
+	var m struct {
+		Applied  []string            `json:"applied"`
+		Releases map[string][]string `json:"releases"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return false
+	}
+	known := m.Releases[filepath.Base(target)]
+	return len(known) == 1 && known[0] == "app.0001_initial" && len(m.Applied) == 1 && m.Applied[0] == "app.0001_initial"
 }
 
 func flagSet(name string) bool {
