@@ -40,8 +40,11 @@ type Git interface {
 // View receives what an apply does, as it happens. The executor never
 // prints: internal/view renders these events for people or as JSON.
 type View interface {
-	Plan(p *plan.Plan)      // the plan, before any step
-	Fetched(p *plan.Plan)   // the plan made again once the fetch resolved the commit
+	Plan(p *plan.Plan)    // the plan, before any step
+	Fetched(p *plan.Plan) // the plan made again once the fetch resolved the commit
+	// Replanned is the plan made again once the linked release's
+	// migrations were recorded (a plan.Step with Replan).
+	Replanned(p *plan.Plan)
 	Reverting(p *plan.Plan) // the plan that returns the host after the target failed once linked
 	StepStarted(s plan.Step)
 	// Output is where the live output of the step's command goes; nil
@@ -341,6 +344,9 @@ func (e *executor) run(ctx context.Context) error {
 		e.res.Plan = p
 		e.View.Fetched(p)
 	}
+	if p, err = e.recordFirst(ctx, p, e.plan); err != nil {
+		return err
+	}
 	e.res.Release, e.res.Commit = p.Target, p.Commit
 	if err := e.perform(ctx, p); err != nil {
 		return err
@@ -364,8 +370,22 @@ func (e *executor) rollback(ctx context.Context) error {
 		return classify("", err)
 	}
 	e.res.Plan = p
-	e.res.Release, e.res.Commit = p.Target, p.Commit
 	e.View.Plan(p)
+	p, err = e.recordFirst(ctx, p, func(ctx context.Context) (*plan.Plan, error) {
+		a, err := actual.Observe(ctx, e.Desired, nil)
+		if err != nil {
+			return nil, classify("", err)
+		}
+		p, err := plan.Rollback(e.Desired, a, e.Rollback.To)
+		if err != nil {
+			return nil, classify("", err)
+		}
+		return p, nil
+	})
+	if err != nil {
+		return err
+	}
+	e.res.Release, e.res.Commit = p.Target, p.Commit
 	if b := p.Blocked; b != nil {
 		// migrate.on_rollback refused: nothing moves, nothing is suspended.
 		return &BlockedError{Release: b.Release, Step: b.Step, Msg: b.Error, Policy: b.Policy}
@@ -376,6 +396,35 @@ func (e *executor) rollback(ctx context.Context) error {
 		return classify("suspend", err)
 	}
 	return e.perform(ctx, p)
+}
+
+// recordFirst performs a plan's first step when it lists the linked
+// release's migrations before the plan decides on its switch (Replan),
+// and returns the plan made again by replan. A listing that fails does
+// not stop the apply, a rollback least of all: the plan goes on without
+// that step, and its switch is judged on the record as it is, as the plan
+// said it would be.
+func (e *executor) recordFirst(ctx context.Context, p *plan.Plan, replan func(context.Context) (*plan.Plan, error)) (*plan.Plan, error) {
+	if len(p.Steps) == 0 || !p.Steps[0].Replan {
+		return p, nil
+	}
+	s := p.Steps[0]
+	if err := e.step(ctx, p, s); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		e.log.Warn("the linked release's migrations could not be listed: the switch is judged on the record as it is", zap.Error(err))
+		q := *p
+		q.Steps = p.Steps[1:]
+		return &q, nil
+	}
+	q, err := replan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.res.Plan = q
+	e.View.Replanned(q)
+	return q, nil
 }
 
 // perform runs a plan's steps in order. A service action or health check

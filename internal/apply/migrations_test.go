@@ -329,3 +329,68 @@ func TestRecordStepKeepsMigrationsTheCodeDoesNotKnow(t *testing.T) {
 		t.Errorf("ahead %+v; want the warned switch to %s kept", m.Ahead, first)
 	}
 }
+
+// A record that lost the linked release's migrations (its listing cut
+// short by a kill or a SIGTERM) has a stale applied set: a switch away
+// from it, by `commit:` set back or by `reconciler rollback`, lists them
+// first and then decides, so a rollback over the migration is blocked.
+func TestSwitchAwayListsTheLinkedReleaseFirst(t *testing.T) {
+	v1m := []string{"shop.0001_initial"}
+	v2m := []string{"shop.0001_initial", "shop.0002_note"}
+	for _, how := range []string{"commit set back", "reconciler rollback"} {
+		t.Run(how, func(t *testing.T) {
+			h := newHost(t)
+			h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
+			v1 := h.commit("v1")
+			h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
+			h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
+			v2 := h.repo.Commit("v2")
+			h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
+			second := h.linked()
+			h.dropKnown(second, v1m)
+
+			d, mod := h.tracked(v1, desired.OnRollbackBlock), func(*Options) {}
+			if how == "reconciler rollback" {
+				d = h.tracked(v2, desired.OnRollbackBlock)
+				mod = func(o *Options) { o.Rollback = &Rollback{Suspension: record.Suspension{Reason: "test"}} }
+			}
+			res, _, err := h.apply(context.Background(), d, mod)
+			var be *BlockedError
+			if !errors.As(err, &be) || be.Policy != desired.OnRollbackBlock {
+				t.Fatalf("switch away: %v; want blocked by the policy", err)
+			}
+			if len(res.Steps) != 1 || res.Steps[0].Step.Action != plan.Record || res.Steps[0].Step.Release != second || res.Steps[0].Result != StepOK {
+				t.Errorf("steps %+v; want the linked release's migrations listed", res.Steps)
+			}
+			if h.linked() != second {
+				t.Errorf("linked %s; want %s", h.linked(), second)
+			}
+			if m := h.migrationsRecord(); !reflect.DeepEqual(m.Applied, v2m) || !reflect.DeepEqual(m.Releases[second], v2m) {
+				t.Errorf("record %+v; want v2's migrations known and applied", m)
+			}
+		})
+	}
+}
+
+// When that listing fails, the switch goes on as the plan said, judged
+// on the record as it is: an incident's rollback is not held up by it.
+func TestSwitchAwayGoesOnWhenTheLinkedListingFails(t *testing.T) {
+	h := newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	v1 := h.commit("v1")
+	h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
+	first := h.linked()
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\nshop.0002_note\n")
+	v2 := h.repo.Commit("v2")
+	h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
+	h.dropKnown(h.linked(), []string{"shop.0001_initial"})
+	d := h.tracked(v1, desired.OnRollbackBlock)
+	d.Migrate.Migrations.Applied = `echo "database unreachable" >&2; exit 3`
+	res, _, err := h.apply(context.Background(), d)
+	if err != nil {
+		t.Fatalf("switch away with a failing listing: %v", err)
+	}
+	if h.linked() != first || len(res.Steps) == 0 || res.Steps[0].Result != StepFailed || res.Steps[0].Step.Action != plan.Record {
+		t.Errorf("linked %s, steps %+v; want the failed listing, then %s linked", h.linked(), res.Steps, first)
+	}
+}

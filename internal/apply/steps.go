@@ -510,6 +510,7 @@ type nopView struct{}
 
 func (nopView) Plan(*plan.Plan)            {}
 func (nopView) Fetched(*plan.Plan)         {}
+func (nopView) Replanned(*plan.Plan)       {}
 func (nopView) Reverting(*plan.Plan)       {}
 func (nopView) StepStarted(plan.Step)      {}
 func (nopView) Output(plan.Step) io.Writer { return nil }

@@ -69,6 +69,9 @@ func Describe(s Step) string {
 		if s.RunAs != "" {
 			d += " (as " + s.RunAs + ")"
 		}
+		if s.Replan {
+			d += ", then plan again"
+		}
 		return d
 	}
 	return s.Name

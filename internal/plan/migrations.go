@@ -82,10 +82,13 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 		return nil, nil, nil
 	}
 	m, rec := d.Migrate.Migrations, a.Migrations
-	switch {
-	case a.MigrationsProblem != "":
+	if a.MigrationsProblem != "" {
 		return nil, nil, []string{fmt.Sprintf("migrations record: %s; the plan cannot tell whether release %s lacks applied migrations", a.MigrationsProblem, name)}
-	case rec == nil || rec.Applied == nil:
+	}
+	if s := recordLinked(d, a, tr); s != nil {
+		return []Step{*s}, nil, []string{fmt.Sprintf("the record lacks the migrations of the linked release %s, so its applied set may be stale: they are listed first, and the plan is made again", a.Link.Release)}
+	}
+	if rec == nil || rec.Applied == nil {
 		return nil, nil, []string{fmt.Sprintf("no applied migrations are recorded yet (the next migrate records them): the plan cannot tell whether release %s lacks any", name)}
 	}
 	known, ok := rec.Known(name)
@@ -164,6 +167,30 @@ func recordSteps(d *desired.State, a *actual.State, name, commit string, steps [
 	}
 	return []Step{{Action: Record, Release: name, Commit: commit, Name: "migrations", Track: tr,
 		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Reason: reason}}
+}
+
+// recordLinked lists the linked release's migrations before a switch
+// away from it, when the record lacks them: the applied set was last
+// written before that release's migration was listed (an apply stopped
+// after its switch, or its listing failed), so the check of what the
+// target lacks cannot trust it. The executor makes the plan again after
+// it (Replan). Nil when the record has them, when nothing is recorded
+// yet, or when nothing is linked.
+func recordLinked(d *desired.State, a *actual.State, tr *Track) *Step {
+	l := a.Release(a.Link.Release)
+	if l == nil || l.Record == nil || l.Record.Commit == "" {
+		return nil
+	}
+	rec := a.Migrations
+	if rec == nil || rec.Applied == nil {
+		return nil // nothing recorded yet: no list of the target's either
+	}
+	if _, ok := rec.Known(l.Name); ok {
+		return nil
+	}
+	return &Step{Action: Record, Release: l.Name, Commit: l.Record.Commit, Name: "migrations", Track: tr,
+		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Replan: true,
+		Reason: fmt.Sprintf("the record lacks the migrations of the linked release %s: what the target lacks is decided once they are listed", l.Name)}
 }
 
 // appsNewestFirst are the apps of migrations (in applied order), the app

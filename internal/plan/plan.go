@@ -147,6 +147,9 @@ type Step struct {
 	// switch because some of its migrations are no longer applied (a
 	// reverse unapplied them). Its record changes only if it fails.
 	Rerun bool `json:"rerun,omitempty"`
+	// Replan: the plan is made again after this step (a record step of
+	// the linked release, whose migrations the switch's check needs).
+	Replan bool `json:"replan,omitempty"`
 }
 
 // CacheUse is what a cached build step needs, and what the plan expects:
@@ -345,7 +348,11 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		p.Schema = schema
 	}
 	settleSteps, switched := settle(d, a, name, commit, "verify the release serves; return to the previous one if not")
-	if first := firstOf(pre, settleSteps); built && !done && first != nil {
+	rest := pre
+	if len(rest) > 0 && rest[0].Replan {
+		rest = rest[1:] // the linked release's: the transition is the target's
+	}
+	if first := firstOf(rest, settleSteps); built && !done && first != nil {
 		// Every step is recorded, yet the release is not complete: a
 		// record left "building" (an interrupted write, an older
 		// writer), or --retry of a release that was built and failed

@@ -371,6 +371,22 @@ func TestMakeGolden(t *testing.T) {
 			steps: []Action{Record},
 		},
 		{
+			// The same lost listing, and the commit set back: the
+			// applied set is stale, so the linked release's migrations
+			// are listed first and the plan made again.
+			name: "rollback_lists_the_linked_release_first",
+			d: func(t *testing.T) *desired.State {
+				return withMigrations(desiredState(t, shaA[:8], 5), "django", "block")
+			},
+			a: func(d *desired.State) *actual.State {
+				a := schemaAhead(d)
+				delete(a.Migrations.Releases, a.Link.Release)
+				a.Migrations.Applied = a.Migrations.Releases[a.Releases[0].Name]
+				return a
+			},
+			steps: []Action{Record, Switch, Service, Service, Health},
+		},
+		{
 			name: "services_pending_after_interrupted_switch",
 			d:    func(t *testing.T) *desired.State { return desiredState(t, shaB[:8], 5) },
 			a: func(d *desired.State) *actual.State {

@@ -35,8 +35,15 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 	if next(2) == 1 {
 		y += "build:\n  - {name: one, run: x}\n  - {name: two, run: y}\n"
 	}
+	tracked := false
 	if next(2) == 1 {
-		y += "migrate: {run: m}\n"
+		if tracked = next(2) == 1; tracked {
+			// Every release knows one migration: no schema is ever
+			// ahead, and the record's lists come and go.
+			y += "migrate: {run: m, kind: other, known: k, applied: ap}\n"
+		} else {
+			y += "migrate: {run: m}\n"
+		}
 	}
 	if next(2) == 1 {
 		y += "services:\n  - {name: web, manager: command, restart: r}\n"
@@ -103,6 +110,16 @@ func randomWorld(t tb, next draw) (*desired.State, *actual.State) {
 			}
 		}
 	}
+	if tracked && next(3) != 0 {
+		// A record, which may lack any release's list (a listing cut
+		// short, a release built before kind was set).
+		a.Migrations = &record.Migrations{Applied: simMigrations, Releases: map[string][]string{}}
+		for _, r := range a.Releases {
+			if next(2) == 1 {
+				a.Migrations.Releases[r.Name] = simMigrations
+			}
+		}
+	}
 	a.Commit = actual.Commit{Ref: d.Source.Commit, Why: "not in the cache"}
 	if next(3) != 0 {
 		a.Commit = actual.Commit{Ref: d.Source.Commit, SHA: d.Source.Commit, Kind: gitcache.KindCommit, InCache: true}
@@ -154,6 +171,14 @@ func simulate(t tb, d *desired.State, a *actual.State, p *Plan) *actual.State {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if s.Action == Migrate && s.Track != nil {
+				recordSim(a, s.Release)
+			}
+		case Record:
+			if r == nil {
+				t.Fatalf("record the migrations of %s, which is not on disk", s.Release)
+			}
+			recordSim(a, s.Release)
 		case Switch:
 			if r == nil || !r.Complete() {
 				t.Fatalf("switch to %s, which is not complete", s.Release)
@@ -193,6 +218,22 @@ func simulate(t tb, d *desired.State, a *actual.State, p *Plan) *actual.State {
 }
 
 var simNow = time.Date(2999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// simMigrations are what every release of the simulation knows.
+var simMigrations = []string{"app.0001_initial"}
+
+// recordSim is a listing's effect on the record: the release's list and
+// the applied set.
+func recordSim(a *actual.State, release string) {
+	if a.Migrations == nil {
+		a.Migrations = &record.Migrations{}
+	}
+	if a.Migrations.Releases == nil {
+		a.Migrations.Releases = map[string][]string{}
+	}
+	a.Migrations.Applied = simMigrations
+	a.Migrations.Releases[release] = simMigrations
+}
 
 // hostFor mirrors the executor: a host record that does not name the
 // linked release (the link moved by hand) is replaced.

@@ -96,7 +96,9 @@ func UpdateMigrations(path string, u MigrationsUpdate) (*Migrations, error) {
 	}
 	if u.Ahead != nil {
 		a := *u.Ahead
-		a.At = u.At.UTC()
+		if a.At.IsZero() { // kept as it was when a note is carried over
+			a.At = u.At.UTC()
+		}
 		m.Ahead = &a
 	}
 	if u.Keep != nil {

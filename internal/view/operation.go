@@ -150,6 +150,14 @@ func (v *OperationHuman) Plan(p *plan.Plan) { PlanHuman(v.W, p, v.Cmd) }
 
 func (v *OperationHuman) Fetched(p *plan.Plan) { v.write("\n%s\n", fetched(p)) }
 
+// Replanned shows the plan again in full: what the target lacks (and so
+// the steps, or a refusal) may have changed with the linked release's
+// migrations recorded.
+func (v *OperationHuman) Replanned(p *plan.Plan) {
+	v.write("\nThe plan again, with the linked release's migrations recorded:\n\n")
+	PlanHuman(v.W, p, v.Cmd)
+}
+
 func (v *OperationHuman) Reverting(p *plan.Plan) {
 	var b strings.Builder
 	b.WriteString("\n")
@@ -243,6 +251,7 @@ type OperationJSON struct {
 
 func (v *OperationJSON) Plan(p *plan.Plan)            { v.Progress.Plan(p) }
 func (v *OperationJSON) Fetched(p *plan.Plan)         { v.Progress.Fetched(p) }
+func (v *OperationJSON) Replanned(p *plan.Plan)       { v.Progress.Replanned(p) }
 func (v *OperationJSON) Reverting(p *plan.Plan)       { v.Progress.Reverting(p) }
 func (v *OperationJSON) StepStarted(s plan.Step)      { v.Progress.StepStarted(s) }
 func (v *OperationJSON) Output(s plan.Step) io.Writer { return v.Progress.Output(s) }
