@@ -170,9 +170,12 @@ type executor struct {
 	slot        fleetgate.Slot
 	migrateTurn fleetgate.Turn
 	doneBy      string
-	reported    bool      // the fleet heard the target is built
-	slotAsked   bool      // the fleet was asked for a switch slot
-	waitUntil   time.Time // the end of FleetWait, from the first turn
+	// linkedUnlisted: the linked release's migrations could not be
+	// listed before a switch away (plan.Options.LinkedUnlisted).
+	linkedUnlisted bool
+	reported       bool      // the fleet heard the target is built
+	slotAsked      bool      // the fleet was asked for a switch slot
+	waitUntil      time.Time // the end of FleetWait, from the first turn
 }
 
 // Apply takes the root's lock and reconciles the host with opts.Desired.
@@ -307,7 +310,20 @@ func Plan(ctx context.Context, d *desired.State, git actual.Git, opts plan.Optio
 }
 
 func (e *executor) plan(ctx context.Context) (*plan.Plan, error) {
-	p, err := Plan(ctx, e.Desired, e.Git, plan.Options{Retry: e.Retry, Now: e.Now(), AsRoot: os.Geteuid() == 0})
+	p, err := Plan(ctx, e.Desired, e.Git, plan.Options{Retry: e.Retry, Now: e.Now(), AsRoot: os.Geteuid() == 0, LinkedUnlisted: e.linkedUnlisted})
+	if err != nil {
+		return nil, classify("", err)
+	}
+	return p, nil
+}
+
+// rollbackPlan observes the host and plans `reconciler rollback`.
+func (e *executor) rollbackPlan(ctx context.Context) (*plan.Plan, error) {
+	a, err := actual.Observe(ctx, e.Desired, nil)
+	if err != nil {
+		return nil, classify("", err)
+	}
+	p, err := plan.Rollback(e.Desired, a, e.Rollback.To, plan.Options{LinkedUnlisted: e.linkedUnlisted})
 	if err != nil {
 		return nil, classify("", err)
 	}
@@ -361,28 +377,13 @@ func (e *executor) run(ctx context.Context) error {
 // the services and checks it: no fetch, no build, no prune.
 func (e *executor) rollback(ctx context.Context) error {
 	e.cleanTemp()
-	a, err := actual.Observe(ctx, e.Desired, nil)
+	p, err := e.rollbackPlan(ctx)
 	if err != nil {
-		return classify("", err)
-	}
-	p, err := plan.Rollback(e.Desired, a, e.Rollback.To)
-	if err != nil {
-		return classify("", err)
+		return err
 	}
 	e.res.Plan = p
 	e.View.Plan(p)
-	p, err = e.recordFirst(ctx, p, func(ctx context.Context) (*plan.Plan, error) {
-		a, err := actual.Observe(ctx, e.Desired, nil)
-		if err != nil {
-			return nil, classify("", err)
-		}
-		p, err := plan.Rollback(e.Desired, a, e.Rollback.To)
-		if err != nil {
-			return nil, classify("", err)
-		}
-		return p, nil
-	})
-	if err != nil {
+	if p, err = e.recordFirst(ctx, p, e.rollbackPlan); err != nil {
 		return err
 	}
 	e.res.Release, e.res.Commit = p.Target, p.Commit
@@ -401,22 +402,19 @@ func (e *executor) rollback(ctx context.Context) error {
 // recordFirst performs a plan's first step when it lists the linked
 // release's migrations before the plan decides on its switch (Replan),
 // and returns the plan made again by replan. A listing that fails does
-// not stop the apply, a rollback least of all: the plan goes on without
-// that step, and its switch is judged on the record as it is, as the plan
-// said it would be.
+// not stop the apply, a rollback least of all: the plan is made again
+// without asking for it (LinkedUnlisted), judging the switch on the
+// record as it is, as the plan said it would be.
 func (e *executor) recordFirst(ctx context.Context, p *plan.Plan, replan func(context.Context) (*plan.Plan, error)) (*plan.Plan, error) {
 	if len(p.Steps) == 0 || !p.Steps[0].Replan {
 		return p, nil
 	}
-	s := p.Steps[0]
-	if err := e.step(ctx, p, s); err != nil {
+	if err := e.step(ctx, p, p.Steps[0]); err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
 		e.log.Warn("the linked release's migrations could not be listed: the switch is judged on the record as it is", zap.Error(err))
-		q := *p
-		q.Steps = p.Steps[1:]
-		return &q, nil
+		e.linkedUnlisted = true
 	}
 	q, err := replan(ctx)
 	if err != nil {

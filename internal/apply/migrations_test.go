@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -372,25 +373,56 @@ func TestSwitchAwayListsTheLinkedReleaseFirst(t *testing.T) {
 	}
 }
 
-// When that listing fails, the switch goes on as the plan said, judged
-// on the record as it is: an incident's rollback is not held up by it.
-func TestSwitchAwayGoesOnWhenTheLinkedListingFails(t *testing.T) {
-	h := newHost(t)
-	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
-	v1 := h.commit("v1")
-	h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
-	first := h.linked()
-	h.repo.Write("MIGRATIONS", "shop.0001_initial\nshop.0002_note\n")
-	v2 := h.repo.Commit("v2")
-	h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
-	h.dropKnown(h.linked(), []string{"shop.0001_initial"})
-	d := h.tracked(v1, desired.OnRollbackBlock)
-	d.Migrate.Migrations.Applied = `echo "database unreachable" >&2; exit 3`
-	res, _, err := h.apply(context.Background(), d)
-	if err != nil {
-		t.Fatalf("switch away with a failing listing: %v", err)
+// When that listing fails, the plan is made again without it and judges
+// the switch on the record as it is: a rollback is not held up by the
+// listing, and still refused over the migrations the stale record shows.
+func TestSwitchAwayWhenTheLinkedListingFails(t *testing.T) {
+	lists := [][]string{{"shop.0001_initial"}, {"shop.0001_initial", "shop.0002_note"}, {"shop.0001_initial", "shop.0002_note", "shop.0003_sku"}}
+	tests := []struct {
+		name     string
+		releases int      // deployed one after the other
+		stale    []string // the applied set the record keeps
+		blocked  bool
+	}{
+		{name: "the stale record shows nothing ahead: the switch goes on", releases: 2, stale: lists[0]},
+		{name: "the stale record shows a migration ahead: refused", releases: 3, stale: lists[1], blocked: true},
 	}
-	if h.linked() != first || len(res.Steps) == 0 || res.Steps[0].Result != StepFailed || res.Steps[0].Step.Action != plan.Record {
-		t.Errorf("linked %s, steps %+v; want the failed listing, then %s linked", h.linked(), res.Steps, first)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHost(t)
+			var first, commit0 string
+			for i := 0; i < tt.releases; i++ {
+				h.repo.Write("MIGRATIONS", strings.Join(lists[i], "\n")+"\n")
+				var c string
+				if i == 0 {
+					c = h.commit("v1")
+				} else {
+					c = h.repo.Commit(fmt.Sprintf("v%d", i+1))
+				}
+				h.mustApply(h.tracked(c, desired.OnRollbackBlock))
+				if i == 0 {
+					first, commit0 = h.linked(), c
+				}
+			}
+			last := h.linked()
+			h.dropKnown(last, tt.stale)
+			d := h.tracked(commit0, desired.OnRollbackBlock)
+			d.Migrate.Migrations.Applied = `echo "database unreachable" >&2; exit 3`
+			res, _, err := h.apply(context.Background(), d)
+			var be *BlockedError
+			if tt.blocked != errors.As(err, &be) || !tt.blocked && err != nil {
+				t.Fatalf("switch away with a failing listing: %v; want blocked %v", err, tt.blocked)
+			}
+			want := first
+			if tt.blocked {
+				want = last
+			}
+			if h.linked() != want || len(res.Steps) == 0 || res.Steps[0].Result != StepFailed || res.Steps[0].Step.Action != plan.Record {
+				t.Errorf("linked %s, steps %+v; want the failed listing, then %s linked", h.linked(), res.Steps, want)
+			}
+			if w := strings.Join(res.Plan.Warnings, "\n"); !strings.Contains(w, "could not be listed: the switch is judged on the record as it is") {
+				t.Errorf("warnings %q; want the failed listing said", w)
+			}
+		})
 	}
 }

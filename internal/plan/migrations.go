@@ -3,6 +3,7 @@ package plan
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/reconciler-dev/reconciler/internal/actual"
 	"github.com/reconciler-dev/reconciler/internal/desired"
@@ -76,7 +77,7 @@ const (
 // applied. schema is set when name lacks applied migrations; with
 // on_rollback: block the caller refuses. The plan decides from the
 // records alone: it runs nothing.
-func migrationSteps(d *desired.State, a *actual.State, name, commit string) (steps []Step, schema *SchemaAhead, warns []string) {
+func migrationSteps(d *desired.State, a *actual.State, name, commit string, linkedUnlisted bool) (steps []Step, schema *SchemaAhead, warns []string) {
 	tr := TrackOf(d)
 	if tr == nil || a.Link.Release == name {
 		return nil, nil, nil
@@ -86,14 +87,17 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 		return nil, nil, []string{fmt.Sprintf("migrations record: %s; the plan cannot tell whether release %s lacks applied migrations", a.MigrationsProblem, name)}
 	}
 	if s := recordLinked(d, a, tr); s != nil {
-		return []Step{*s}, nil, []string{fmt.Sprintf("the record lacks the migrations of the linked release %s, so its applied set may be stale: they are listed first, and the plan is made again", a.Link.Release)}
+		if !linkedUnlisted {
+			return []Step{*s}, nil, []string{fmt.Sprintf("the record lacks the migrations of the linked release %s, so its applied set may be stale: they are listed first, and the plan is made again", a.Link.Release)}
+		}
+		warns = append(warns, fmt.Sprintf("the migrations of the linked release %s could not be listed: the switch is judged on the record as it is, whose applied set may lack them", a.Link.Release))
 	}
 	if rec == nil || rec.Applied == nil {
-		return nil, nil, []string{fmt.Sprintf("no applied migrations are recorded yet (the next migrate records them): the plan cannot tell whether release %s lacks any", name)}
+		return nil, nil, append(warns, fmt.Sprintf("no applied migrations are recorded yet (the next migrate records them): the plan cannot tell whether release %s lacks any", name))
 	}
 	known, ok := rec.Known(name)
 	if !ok {
-		return nil, nil, []string{fmt.Sprintf("release %s has no record of its migrations (built before migrate.kind was set): the plan cannot tell whether it lacks applied ones", name)}
+		return nil, nil, append(warns, fmt.Sprintf("release %s has no record of its migrations (built before migrate.kind was set): the plan cannot tell whether it lacks applied ones", name))
 	}
 	ahead := record.Missing(rec.Applied, known)
 	if len(ahead) > 0 {
@@ -114,14 +118,14 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 		}
 		switch m.OnRollback {
 		case desired.OnRollbackBlock:
-			return nil, schema, nil
+			return nil, schema, warns
 		case desired.OnRollbackWarn:
 			steps = append(steps, Step{Action: Schema, Release: name, Commit: commit, Name: StepSchema, Migrations: ahead,
 				Detail: fmt.Sprintf("%s stay%s applied, ahead of release %s", strings.Join(ahead, ", "), verbS(len(ahead)), name),
 				Reason: "migrate.on_rollback: warn: switching anyway, and recording it"})
 		case desired.OnRollbackReverse:
 			if a.Link.Release == "" {
-				return nil, schema, nil // no code to unapply them with: the caller refuses
+				return nil, schema, warns // no code to unapply them with: the caller refuses
 			}
 			steps = append(steps, reverseSteps(d, a, schema, name, commit, tr)...)
 		}
@@ -136,7 +140,7 @@ func migrationSteps(d *desired.State, a *actual.State, name, commit string) (ste
 			Migrations: behind,
 			Reason:     fmt.Sprintf("release %s has migrations that are not applied (%s): it migrates again", name, strings.Join(behind, ", "))})
 	}
-	return steps, schema, nil
+	return steps, schema, warns
 }
 
 // recordSteps lists the migrations of release name, the release the
@@ -169,6 +173,11 @@ func recordSteps(d *desired.State, a *actual.State, name, commit string, steps [
 		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Reason: reason}}
 }
 
+// LinkedListingTimeout bounds the listing a switch away waits for (a
+// rollback in an incident, with a database that may hang): past it the
+// switch is judged on the record as it is.
+const LinkedListingTimeout = time.Minute
+
 // recordLinked lists the linked release's migrations before a switch
 // away from it, when the record lacks them: the applied set was last
 // written before that release's migration was listed (an apply stopped
@@ -188,8 +197,12 @@ func recordLinked(d *desired.State, a *actual.State, tr *Track) *Step {
 	if _, ok := rec.Known(l.Name); ok {
 		return nil
 	}
+	timeout := d.Migrate.Timeout
+	if timeout <= 0 || timeout > LinkedListingTimeout {
+		timeout = LinkedListingTimeout
+	}
 	return &Step{Action: Record, Release: l.Name, Commit: l.Record.Commit, Name: "migrations", Track: tr,
-		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Replan: true,
+		Timeout: timeout, RunAs: d.Migrate.RunAs, Replan: true,
 		Reason: fmt.Sprintf("the record lacks the migrations of the linked release %s: what the target lacks is decided once they are listed", l.Name)}
 }
 

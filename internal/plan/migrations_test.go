@@ -22,7 +22,7 @@ func TestRollbackFollowsMigrationPolicy(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.policy, func(t *testing.T) {
 			d := withMigrations(desiredState(t, shaB[:8], 5), "django", tt.policy)
-			p, err := Rollback(d, schemaAhead(d), "")
+			p, err := Rollback(d, schemaAhead(d), "", Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

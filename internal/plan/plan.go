@@ -260,6 +260,10 @@ type Options struct {
 	// AsRoot: the reconciler runs as root, so commands without run_as
 	// run as root too; the plan warns.
 	AsRoot bool
+	// LinkedUnlisted: listing the linked release's migrations failed in
+	// this apply, so the plan does not ask for it again (see
+	// recordLinked) and judges a switch on the record as it is.
+	LinkedUnlisted bool
 }
 
 // Error is a host state the plan refuses to act on; it says what to do.
@@ -340,7 +344,7 @@ func Make(d *desired.State, a *actual.State, opts Options) (*Plan, error) {
 		// may be ahead of them (a rollback) or behind (after a reverse).
 		var schema *SchemaAhead
 		var warns []string
-		pre, schema, warns = migrationSteps(d, a, name, commit)
+		pre, schema, warns = migrationSteps(d, a, name, commit, opts.LinkedUnlisted)
 		p.Warnings = append(p.Warnings, warns...)
 		if schema != nil && len(pre) == 0 && schema.Policy != desired.OnRollbackWarn {
 			return schemaBlocked(p, schema), nil
@@ -465,7 +469,7 @@ func Revert(d *desired.State, a *actual.State, failed string, f record.Failure) 
 // rollback target when "" — then the services and the health check. It
 // builds nothing, fetches nothing and prunes nothing: a release on disk is
 // all it needs, and the host keeps every release it might go back to.
-func Rollback(d *desired.State, a *actual.State, to string) (*Plan, error) {
+func Rollback(d *desired.State, a *actual.State, to string, opts Options) (*Plan, error) {
 	if a.Link.Problem != "" {
 		return nil, &Error{Msg: fmt.Sprintf("refusing to touch the link: %s; move it away, then run again", a.Link.Problem)}
 	}
@@ -490,7 +494,7 @@ func Rollback(d *desired.State, a *actual.State, to string) (*Plan, error) {
 		Target: r.Name, Linked: a.Link.Release, Env: d.Env, Rollback: true}
 	p.Warnings = warnings(a)
 	p.Previous = a.RollbackTarget(r.Name)
-	pre, schema, warns := migrationSteps(d, a, r.Name, r.Record.Commit)
+	pre, schema, warns := migrationSteps(d, a, r.Name, r.Record.Commit, opts.LinkedUnlisted)
 	p.Warnings = append(p.Warnings, warns...)
 	if schema != nil && len(pre) == 0 && schema.Policy != desired.OnRollbackWarn {
 		return schemaBlocked(p, schema), nil

@@ -749,7 +749,7 @@ func TestRollback(t *testing.T) {
 		{building.Name, "", "is building, not complete"},
 	}
 	for _, tt := range tests {
-		p, err := Rollback(d, a, tt.to)
+		p, err := Rollback(d, a, tt.to, Options{})
 		if tt.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("Rollback(%q): %v; want %q", tt.to, err, tt.err)
@@ -772,7 +772,7 @@ func TestRollback(t *testing.T) {
 	}
 	// Nothing healthy besides the linked release: nothing to roll back to.
 	only := &actual.State{Root: d.Root, RootExists: true, Link: linkedTo(b.Name), Releases: []actual.Release{b, failed}}
-	if _, err := Rollback(d, only, ""); err == nil || !strings.Contains(err.Error(), "nothing to roll back to") {
+	if _, err := Rollback(d, only, "", Options{}); err == nil || !strings.Contains(err.Error(), "nothing to roll back to") {
 		t.Errorf("Rollback with nothing healthy: %v", err)
 	}
 }

@@ -152,9 +152,9 @@ func (v *OperationHuman) Fetched(p *plan.Plan) { v.write("\n%s\n", fetched(p)) }
 
 // Replanned shows the plan again in full: what the target lacks (and so
 // the steps, or a refusal) may have changed with the linked release's
-// migrations recorded.
+// migrations listed; its warnings say if they could not be.
 func (v *OperationHuman) Replanned(p *plan.Plan) {
-	v.write("\nThe plan again, with the linked release's migrations recorded:\n\n")
+	v.write("\nThe plan, made again after listing the linked release's migrations:\n\n")
 	PlanHuman(v.W, p, v.Cmd)
 }
 
