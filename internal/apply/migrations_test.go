@@ -233,6 +233,23 @@ func (h *host) dropKnown(release string, applied []string) {
 	}
 }
 
+// lostListing deploys v1 (shop.0001) then v2 (shop.0002 too), with
+// on_rollback: block, and leaves the record as a kill between v2's
+// switch and the end of its listing does: no list of v2's migrations,
+// the applied set of before.
+func lostListing(t *testing.T) (h *host, v1, v2, second string) {
+	h = newHost(t)
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\n")
+	v1 = h.commit("v1")
+	h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
+	h.repo.Write("MIGRATIONS", "shop.0001_initial\nshop.0002_note\n")
+	v2 = h.repo.Commit("v2")
+	h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
+	second = h.linked()
+	h.dropKnown(second, []string{"shop.0001_initial"})
+	return h, v1, v2, second
+}
+
 // A record that lost the linked release's migrations (an apply killed
 // after its switch, before the listing was written) is listed again by
 // the next apply, which has nothing else to do; then a rollback over the
@@ -240,17 +257,8 @@ func (h *host) dropKnown(release string, applied []string) {
 // record's applied set would lack v2's migration and the rollback would
 // go through.
 func TestLostMigrationsRecordIsListedAgain(t *testing.T) {
-	v1m := []string{"shop.0001_initial"}
 	v2m := []string{"shop.0001_initial", "shop.0002_note"}
-	h := newHost(t)
-	h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
-	v1 := h.commit("v1")
-	h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
-	h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
-	v2 := h.repo.Commit("v2")
-	h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
-	second := h.linked()
-	h.dropKnown(second, v1m)
+	h, v1, v2, second := lostListing(t)
 
 	res := h.mustApplyRes(h.tracked(v2, desired.OnRollbackBlock))
 	if got := actions(res.Plan); got != "record" {
@@ -336,19 +344,10 @@ func TestRecordStepKeepsMigrationsTheCodeDoesNotKnow(t *testing.T) {
 // from it, by `commit:` set back or by `reconciler rollback`, lists them
 // first and then decides, so a rollback over the migration is blocked.
 func TestSwitchAwayListsTheLinkedReleaseFirst(t *testing.T) {
-	v1m := []string{"shop.0001_initial"}
 	v2m := []string{"shop.0001_initial", "shop.0002_note"}
 	for _, how := range []string{"commit set back", "reconciler rollback"} {
 		t.Run(how, func(t *testing.T) {
-			h := newHost(t)
-			h.repo.Write("MIGRATIONS", strings.Join(v1m, "\n")+"\n")
-			v1 := h.commit("v1")
-			h.mustApply(h.tracked(v1, desired.OnRollbackBlock))
-			h.repo.Write("MIGRATIONS", strings.Join(v2m, "\n")+"\n")
-			v2 := h.repo.Commit("v2")
-			h.mustApply(h.tracked(v2, desired.OnRollbackBlock))
-			second := h.linked()
-			h.dropKnown(second, v1m)
+			h, v1, v2, second := lostListing(t)
 
 			d, mod := h.tracked(v1, desired.OnRollbackBlock), func(*Options) {}
 			if how == "reconciler rollback" {
