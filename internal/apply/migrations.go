@@ -143,7 +143,11 @@ func (e *executor) readMigrations(ctx context.Context, p *plan.Plan, s plan.Step
 }
 
 // recordMigrations reads the migrations with the code of release and
-// records them: those it has, and the applied set.
+// records them: those it has, and the applied set. For a record step (a
+// release the record lacks) with django, whose listing shows only the
+// migrations the code has, applied ones it does not know (a newer
+// release's, after a rollback) stay in the applied set, and so does a
+// warned switch's note of them.
 func (e *executor) recordMigrations(ctx context.Context, p *plan.Plan, s plan.Step, release, commit string, bg *listing) error {
 	known, applied, err := e.readMigrations(ctx, p, s, release, commit, bg)
 	if err != nil {
@@ -154,42 +158,22 @@ func (e *executor) recordMigrations(ctx context.Context, p *plan.Plan, s plan.St
 	}
 	e.migrationsMu.Lock()
 	defer e.migrationsMu.Unlock()
-	_, err = record.UpdateMigrations(e.l.MigrationsFile(), record.MigrationsUpdate{At: e.Now(), Release: release, Known: known,
-		Applied: applied, By: release, Keep: e.releasesOnDisk()})
-	return err
-}
-
-// recordMissing lists the migrations of a release the record lacks (a
-// plan.Record step) and records them. django's listing shows only the
-// migrations the code has: applied ones it does not know (a newer
-// release's, after a rollback) stay in the applied set, and so does a
-// warned switch's note of them. A failure fails the apply, not the
-// release: the host serves as it did, and the next apply lists again.
-func (e *executor) recordMissing(ctx context.Context, p *plan.Plan, s plan.Step) error {
-	known, applied, err := e.readMigrations(ctx, p, s, s.Release, s.Commit, nil)
-	if err != nil {
-		return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
-	}
-	e.migrationsMu.Lock()
-	defer e.migrationsMu.Unlock()
-	u := record.MigrationsUpdate{At: e.Now(), Release: s.Release, Known: known, Applied: applied, By: s.Release, Keep: e.releasesOnDisk()}
-	if s.Track.Kind == desired.MigrationsDjango {
+	u := record.MigrationsUpdate{At: e.Now(), Release: release, Known: known, Applied: applied, By: release, Keep: e.releasesOnDisk()}
+	if s.Action == plan.Record && s.Track.Kind == desired.MigrationsDjango {
 		m, err := record.ReadMigrations(e.l.MigrationsFile())
 		if err != nil {
-			return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
+			return err
 		}
 		if m != nil {
 			u.Applied = append(u.Applied, record.Missing(record.Missing(m.Applied, known), applied)...)
-			if m.Ahead != nil && m.Ahead.Release == s.Release {
+			if m.Ahead != nil && m.Ahead.Release == release {
 				ahead := *m.Ahead
 				u.Ahead = &ahead
 			}
 		}
 	}
-	if _, err := record.UpdateMigrations(e.l.MigrationsFile(), u); err != nil {
-		return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
-	}
-	return nil
+	_, err = record.UpdateMigrations(e.l.MigrationsFile(), u)
+	return err
 }
 
 // listingNice is the priority of a listing still running once the link

@@ -52,7 +52,12 @@ func (e *executor) do(ctx context.Context, p *plan.Plan, s plan.Step) error {
 	case plan.Schema:
 		return e.recordAhead(s)
 	case plan.Record:
-		return e.recordMissing(ctx, p, s)
+		// A failure fails the apply, not the release: the host serves as
+		// it did, and the next apply lists again.
+		if err := e.recordMigrations(ctx, p, s, s.Release, s.Commit, nil); err != nil {
+			return fmt.Errorf("record the migrations of release %s: %w", s.Release, err)
+		}
+		return nil
 	case plan.Prune:
 		if s.CacheEntry != "" {
 			return e.pruneCache(s)

@@ -169,8 +169,13 @@ func recordSteps(d *desired.State, a *actual.State, name, commit string, steps [
 		}
 		reason = fmt.Sprintf("the record has no list of release %s's migrations (an apply stopped before writing it, its listing failed, or it was built before migrate.kind was set)", name)
 	}
-	return []Step{{Action: Record, Release: name, Commit: commit, Name: "migrations", Track: tr,
-		Timeout: d.Migrate.Timeout, RunAs: d.Migrate.RunAs, Reason: reason}}
+	return []Step{recordStep(d, tr, name, commit, d.Migrate.Timeout, reason)}
+}
+
+// recordStep lists release name's migrations as the migration runs (its
+// user), within timeout.
+func recordStep(d *desired.State, tr *Track, name, commit string, timeout time.Duration, reason string) Step {
+	return Step{Action: Record, Release: name, Commit: commit, Name: "migrations", Track: tr, Timeout: timeout, RunAs: d.Migrate.RunAs, Reason: reason}
 }
 
 // LinkedListingTimeout bounds the listing a switch away waits for (a
@@ -201,9 +206,10 @@ func recordLinked(d *desired.State, a *actual.State, tr *Track) *Step {
 	if timeout <= 0 || timeout > LinkedListingTimeout {
 		timeout = LinkedListingTimeout
 	}
-	return &Step{Action: Record, Release: l.Name, Commit: l.Record.Commit, Name: "migrations", Track: tr,
-		Timeout: timeout, RunAs: d.Migrate.RunAs, Replan: true,
-		Reason: fmt.Sprintf("the record lacks the migrations of the linked release %s: what the target lacks is decided once they are listed", l.Name)}
+	s := recordStep(d, tr, l.Name, l.Record.Commit, timeout,
+		fmt.Sprintf("the record lacks the migrations of the linked release %s: what the target lacks is decided once they are listed", l.Name))
+	s.Replan = true
+	return &s
 }
 
 // appsNewestFirst are the apps of migrations (in applied order), the app
